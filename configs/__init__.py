@@ -1,0 +1,1 @@
+"""YAML configs: one file per environment or experiment, shipped as package data."""

@@ -1,0 +1,1 @@
+"""Mass-spring designs: robots, cloth and rope."""

@@ -1,0 +1,172 @@
+"""Checkpointed adjoint engine: gradients over T substeps in O(K + T/K) state memory.
+
+Forward stores only the state at each segment start. Backward walks the segments in
+reverse: restore the checkpoint, recompute the segment, seed the state adjoints (the
+loss gradients at the segment's frames plus the adjoint carried from the next segment),
+and run each stage's reverse. The carried adjoint is frame 0's gradient.
+
+A simulator provides: B, K, state_names, units(n), shift(n), save(f), load(f, state),
+frames(local), seed_grads(grads), frame_grad(f), set_controls(u), control_grad(n),
+set_params(p), get_params(), zero_param_grads(), param_grads().
+"""
+from dataclasses import dataclass, field
+import math
+import os
+import tempfile
+
+import numpy as np
+
+
+@dataclass
+class Stage:
+    """One kernel launch of a substep. Its reverse is `fn.grad(*args)` unless `grad` is given.
+
+    `recompute` marks scratch stages (grids, contact lists) that the reverse of their unit
+    reruns first, since their outputs are not stored per frame.
+    """
+    fn: object
+    args: tuple = ()
+    grad: object = None
+    recompute: bool = False
+
+    def forward(self):
+        self.fn(*self.args)
+
+    def backward(self):
+        (self.grad or self.fn.grad)(*self.args)
+
+
+def default_segment(T):
+    """K ~ sqrt(T) balances recompute length against checkpoint count."""
+    return max(1, math.ceil(math.sqrt(T)))
+
+
+@dataclass
+class Tape:
+    """What a forward pass keeps: checkpoints at segment starts, controls and parameters."""
+    T: int
+    every: int
+    controls: np.ndarray
+    params: dict
+    checkpoints: list = field(default_factory=list)
+    tmpdir: object = None
+
+    def put(self, state):
+        if self.tmpdir is None:
+            self.checkpoints.append(state)
+        else:
+            path = os.path.join(self.tmpdir.name, f"ckpt{len(self.checkpoints)}.npz")
+            np.savez(path, *state)
+            self.checkpoints.append(path)
+
+    def get(self, i):
+        c = self.checkpoints[i]
+        if isinstance(c, str):
+            with np.load(c) as z:
+                return tuple(z[f"arr_{j}"] for j in range(len(z.files)))
+        return c
+
+
+def _segments(T, K):
+    return [(t0, min(K, T - t0)) for t0 in range(0, T, K)]
+
+
+def forward(sim, init_state, controls, params=None, every=1, store="memory"):
+    """Run T = controls.shape[1] substeps from init_state.
+
+    Returns (outputs, final_state, tape): outputs[k] stacks state component k at the
+    global frames every, 2*every, ..., shape (B, T // every, ...).
+    """
+    controls = np.asarray(controls)
+    T = controls.shape[1]
+    if T % every:
+        raise ValueError(f"horizon T={T} must be a multiple of every={every}")
+    if store not in ("memory", "disk"):
+        raise ValueError(f"store must be 'memory' or 'disk', got {store!r}")
+    if params is not None:
+        sim.set_params(params)
+    tape = Tape(T, every, controls, sim.get_params(),
+                tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
+    sim.load(0, init_state)
+    outs = [[] for _ in sim.state_names]
+    for t0, n in _segments(T, sim.K):
+        tape.put(sim.save(0))
+        sim.set_controls(controls[:, t0:t0 + n])
+        for unit in sim.units(n):
+            for st in unit:
+                st.forward()
+        _collect(sim, outs, t0, n, every)
+        sim.shift(n)
+    final = sim.save(0)
+    outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
+    return outputs, final, tape
+
+
+def _frames_with_outputs(t0, n, every):
+    """Local frames f in 1..n whose global index t0 + f is a multiple of every."""
+    first = (-t0) % every or every
+    return list(range(first, n + 1, every))
+
+
+def _collect(sim, outs, t0, n, every):
+    local = _frames_with_outputs(t0, n, every)
+    if not local:
+        return
+    for o, arr in zip(outs, sim.frames(local)):
+        o.append(arr)
+
+
+def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
+    """Adjoints of a forward pass.
+
+    grad_outputs: per state component, an array like the outputs (or None);
+    grad_final: per state component, an array like the final state (or None).
+    Returns (grad_init_state, grad_controls (B, T, A), grad_params dict).
+    """
+    name = name or type(sim).__name__
+    T, every = tape.T, tape.every
+    sim.set_params(tape.params)
+    sim.zero_param_grads()
+    carry = [np.zeros_like(s, dtype=np.float64) for s in tape.get(0)]
+    if grad_final is not None:
+        carry = [c + (0 if g is None else np.asarray(g, dtype=np.float64)) for c, g in zip(carry, grad_final)]
+    grad_u = np.zeros(tape.controls.shape, dtype=np.float64)
+    segs = _segments(T, sim.K)
+    for i in reversed(range(len(segs))):
+        t0, n = segs[i]
+        sim.load(0, tape.get(i))
+        sim.set_controls(tape.controls[:, t0:t0 + n])
+        units = sim.units(n)
+        for unit in units:
+            for st in unit:
+                st.forward()
+        sim.seed_grads(_seed(sim, carry, grad_outputs, t0, n, every))
+        for unit in reversed(units):
+            for st in unit:
+                if st.recompute:
+                    st.forward()
+            for st in reversed(unit):
+                st.backward()
+        carry = [g.astype(np.float64) for g in sim.frame_grad(0)]
+        grad_u[:, t0:t0 + n] = sim.control_grad(n)
+        if not all(np.isfinite(c).all() for c in carry):
+            raise FloatingPointError(f"non-finite gradient in {name} reverse of substeps {t0}..{t0 + n}")
+    grads_p = sim.param_grads()
+    if not all(np.isfinite(g).all() for g in grads_p.values()) or not np.isfinite(grad_u).all():
+        raise FloatingPointError(f"non-finite parameter or control gradient in {name}")
+    return carry, grad_u, grads_p
+
+
+def _seed(sim, carry, grad_outputs, t0, n, every):
+    """State adjoints for frames 0..K of one segment."""
+    B = carry[0].shape[0]
+    seeds = [np.zeros((B, sim.K + 1) + c.shape[1:]) for c in carry]
+    for s, c in zip(seeds, carry):
+        s[:, n] += c
+    if grad_outputs is not None:
+        local = _frames_with_outputs(t0, n, every)
+        idx = [(t0 + f) // every - 1 for f in local]
+        for s, g in zip(seeds, grad_outputs):
+            if g is not None and local:
+                s[:, local] += np.asarray(g)[:, idx]
+    return seeds

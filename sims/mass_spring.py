@@ -1,0 +1,227 @@
+"""Mass-spring systems (soft robots, cloth, rope) in 2D and 3D, B worlds per launch.
+
+Small systems are launch-bound, so a whole segment of substeps runs in one kernel:
+parallel over worlds, serial over substeps inside. State fields carry a frame axis of
+length K+1; substep f reads frame f and writes frame f+1 (the adjoint engine's contract).
+"""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import taichi as ti
+
+from . import float_dtype, init
+from .adjoint import Stage
+
+GROUND_KEYS = {"height", "stiffness", "damping", "friction", "softness", "slip"}
+
+
+@ti.data_oriented
+class MassSpring:
+    """Point masses joined by actuated springs above a soft ground with smooth friction.
+
+    Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
+    velocity decays by exp(-dt * damping), then gravity and spring accelerations apply;
+    the ground pushes with a softplus penalty and removes tangential velocity with a
+    smoothed Coulomb rule (never reverses it); positions advance by symplectic Euler.
+    """
+
+    state_names = ("x", "v")
+    param_names = ("stiffness",)
+
+    def __init__(self, design, num_worlds=1, dt=0.004, segment=64, gravity=-4.8,
+                 damping=15.0, ground=None):
+        init()
+        self.design, self.B, self.K, self.dt = design, int(num_worlds), int(segment), float(dt)
+        self.N, self.S, self.A, self.dim = len(design.positions), len(design.springs), design.n_actuators, design.dim
+        ground = dict(height=0.1, stiffness=3e4, damping=60.0, friction=1.0, softness=1e-3, slip=1e-2,
+                      **(ground or {}))
+        if set(ground) - GROUND_KEYS:
+            raise ValueError(f"unknown ground key(s) {sorted(set(ground) - GROUND_KEYS)}; allowed {sorted(GROUND_KEYS)}")
+        self.ground, self._g = ground, SimpleNamespace(**{k: float(v) for k, v in ground.items()})
+        self.gravity, self.damping = float(gravity), float(damping)
+        self._check_dt()
+        self.dtype = float_dtype()
+        self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
+        self._allocate()
+        self.reset_params()
+
+    def _check_dt(self):
+        d = self.design
+        inv_m = np.where(d.masses > 0, 1.0 / np.maximum(d.masses, 1e-30), 0.0)
+        omega = np.sqrt(d.stiffness * (inv_m[d.springs[:, 0]] + inv_m[d.springs[:, 1]])) if self.S else np.zeros(1)
+        omega_max = max(float(omega.max()), math.sqrt(self.ground["stiffness"]))
+        if not (self.dt > 0 and self.dt * omega_max < 2.0):
+            raise ValueError(f"unstable dt={self.dt}: symplectic Euler needs dt < {2.0 / omega_max:.3g} "
+                             f"for the stiffest spring or ground (omega={omega_max:.3g})")
+
+    def _allocate(self):
+        B, K, N, S, dim, dt = self.B, self.K, self.N, self.S, self.dim, self.dtype
+        fb = ti.FieldsBuilder()
+        vec = lambda: ti.Vector.field(dim, dt, needs_grad=True)
+        self.x, self.v, self.force = vec(), vec(), vec()
+        fb.dense(ti.ijk, (B, K + 1, N)).place(self.x, self.v, self.x.grad, self.v.grad)
+        fb.dense(ti.ijk, (B, K, max(S, 1))).place(self.force, self.force.grad)
+        self.act = ti.field(dt, needs_grad=True)
+        fb.dense(ti.ijk, (B, K, max(self.A, 1))).place(self.act, self.act.grad)
+        self.stiffness = ti.field(dt, needs_grad=True)
+        fb.dense(ti.ij, (B, max(S, 1))).place(self.stiffness, self.stiffness.grad)
+        self.ends = ti.Vector.field(2, ti.i32)
+        self.actuator = ti.field(ti.i32)
+        self.rest, self.coef, self.dashpot = ti.field(dt), ti.field(dt), ti.field(dt)
+        fb.dense(ti.i, max(S, 1)).place(self.ends, self.actuator, self.rest, self.coef, self.dashpot)
+        self.inv_mass = ti.field(dt)
+        fb.dense(ti.i, N).place(self.inv_mass)
+        self.degree = max(1, int(np.bincount(self.design.springs.ravel(), minlength=N).max()))
+        self.inc_spring, self.inc_sign = ti.field(ti.i32), ti.field(dt)
+        fb.dense(ti.ij, (N, self.degree)).place(self.inc_spring, self.inc_sign)
+        self._tree = fb.finalize()
+        d = self.design
+        self._incidence()
+        if S:
+            self.ends.from_numpy(d.springs.astype(np.int32))
+            self.actuator.from_numpy(np.maximum(d.actuator, 0).astype(np.int32))
+            self.rest.from_numpy(d.rest.astype(self.np_dtype))
+            self.coef.from_numpy(np.where(d.actuator >= 0, d.coef, 0.0).astype(self.np_dtype))
+            self.dashpot.from_numpy(d.damping.astype(self.np_dtype))
+        self.inv_mass.from_numpy(np.where(d.masses > 0, 1.0 / np.maximum(d.masses, 1e-30), 0.0).astype(self.np_dtype))
+
+    def _incidence(self):
+        """Padded table of (spring, sign) per object: +1 where it is the spring's first end."""
+        spring = np.zeros((self.N, self.degree), dtype=np.int32)
+        sign = np.zeros((self.N, self.degree))
+        count = np.zeros(self.N, dtype=np.int64)
+        for s, (i, j) in enumerate(self.design.springs):
+            for obj, sg in ((i, 1.0), (j, -1.0)):
+                spring[obj, count[obj]], sign[obj, count[obj]] = s, sg
+                count[obj] += 1
+        self.inc_spring.from_numpy(spring)
+        self.inc_sign.from_numpy(sign.astype(self.np_dtype))
+
+    def free(self):
+        """Release this simulator's fields."""
+        self._tree.destroy()
+
+    # ------------------------------------------------------------------ physics
+    # Taichi 1.7.4's reverse mode mishandles two serial loops in a row inside the world
+    # loop, dynamic inner ranges, and reassigned locals in loops. So a substep is ONE serial
+    # loop over springs then objects (its reverse runs objects first), incident forces are
+    # summed over a padded, statically unrolled table, and locals are assigned once.
+    @ti.func
+    def _spring(self, b, f, s):
+        i, j = self.ends[s][0], self.ends[s][1]
+        d = self.x[b, f, i] - self.x[b, f, j]
+        length = ti.sqrt(d.dot(d) + 1e-12)
+        n = d / length
+        target = self.rest[s] * (1.0 + self.coef[s] * self.act[b, f, self.actuator[s]])
+        rel_v = (self.v[b, f, i] - self.v[b, f, j]).dot(n)
+        self.force[b, f, s] = -(self.stiffness[b, s] * (length - target) + self.dashpot[s] * rel_v) * n
+
+    @ti.func
+    def _integrate(self, b, f, i):
+        up = ti.Vector.unit(self.dim, 1, self.dtype)
+        w = self.inv_mass[i]
+        free = ti.cast(w > 0, self.dtype)
+        x, v0 = self.x[b, f, i], self.v[b, f, i]
+        total = ti.Vector.zero(self.dtype, self.dim)
+        for k in ti.static(range(self.degree)):
+            total += self.inc_sign[i, k] * self.force[b, f, self.inc_spring[i, k]]
+        v1 = free * (ti.exp(-self.dt * self.damping) * v0 + self.dt * (self.gravity * up + w * total))
+        # soft ground: softplus penetration, damping while in contact, smoothed Coulomb
+        # (clamped so exp never overflows; no kink at z = 0, where robots start)
+        z = (self._g.height - x[1]) / self._g.softness
+        zc = ti.min(ti.max(z, -30.0), 30.0)
+        pen = self._g.softness * (ti.log(1.0 + ti.exp(zc)) + ti.max(z - 30.0, 0.0))
+        contact = 1.0 / (1.0 + ti.exp(-zc))
+        push = self.dt * self._g.stiffness * pen
+        vn = v1[1] + free * (push - self.dt * self._g.damping * contact * v1[1])
+        vt = v1 - v1[1] * up
+        r = ti.sqrt(vt.dot(vt) + self._g.slip ** 2)
+        v2 = vt * r / (r + free * self._g.friction * push) + vn * up
+        self.v[b, f + 1, i] = v2
+        self.x[b, f + 1, i] = x + self.dt * v2
+
+    @ti.kernel
+    def _segment(self, n: ti.i32):
+        for b in range(self.B):
+            for f in range(n):
+                for s in range(self.S + self.N):
+                    if s < self.S:
+                        self._spring(b, f, s)
+                    else:
+                        self._integrate(b, f, s - self.S)
+
+    # ------------------------------------------------------- adjoint engine contract
+    def units(self, n):
+        """The stages of an n-substep segment: one fused kernel."""
+        return [[Stage(self._segment, (n,))]]
+
+    @ti.kernel
+    def _shift(self, n: ti.i32):
+        for b, i in ti.ndrange(self.B, self.N):
+            self.x[b, 0, i] = self.x[b, n, i]
+            self.v[b, 0, i] = self.v[b, n, i]
+
+    def shift(self, n):
+        """Make frame n the next segment's frame 0."""
+        self._shift(n)
+
+    def save(self, f):
+        return self.x.to_numpy()[:, f].copy(), self.v.to_numpy()[:, f].copy()
+
+    @ti.kernel
+    def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()):
+        for b, i in ti.ndrange(self.B, self.N):
+            for d in ti.static(range(self.dim)):
+                self.x[b, f, i][d] = x[b, i, d]
+                self.v[b, f, i][d] = v[b, i, d]
+
+    def load(self, f, state):
+        x, v = (np.ascontiguousarray(np.broadcast_to(s, (self.B, self.N, self.dim)), dtype=self.np_dtype)
+                for s in state)
+        self._load(f, x, v)
+
+    def frames(self, local):
+        """States at the segment's local frames: x, v of shape (B, len(local), N, dim)."""
+        return self.x.to_numpy()[:, local], self.v.to_numpy()[:, local]
+
+    def seed_grads(self, grads):
+        """Zero every gradient of the segment, then set the state adjoints (B, K+1, N, dim)."""
+        for fld in (self.force, self.act, ):
+            fld.grad.fill(0)
+        self.x.grad.from_numpy(np.ascontiguousarray(grads[0], dtype=self.np_dtype))
+        self.v.grad.from_numpy(np.ascontiguousarray(grads[1], dtype=self.np_dtype))
+
+    def frame_grad(self, f):
+        return self.x.grad.to_numpy()[:, f].copy(), self.v.grad.to_numpy()[:, f].copy()
+
+    def set_controls(self, u):
+        """Per-substep actions u of shape (B, n, A), n <= K."""
+        buf = np.zeros((self.B, self.K, max(self.A, 1)), dtype=self.np_dtype)
+        buf[:, :u.shape[1], :self.A] = u
+        self.act.from_numpy(buf)
+
+    def control_grad(self, n):
+        return self.act.grad.to_numpy()[:, :n, :self.A].astype(np.float64)
+
+    def reset_params(self):
+        self.set_params({"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))})
+
+    def set_params(self, params):
+        for name, value in params.items():
+            fld = getattr(self, name)
+            fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))
+
+    def get_params(self):
+        return {"stiffness": self.stiffness.to_numpy()[:, :self.S].astype(np.float64)}
+
+    def zero_param_grads(self):
+        self.stiffness.grad.fill(0)
+
+    def param_grads(self):
+        return {"stiffness": self.stiffness.grad.to_numpy()[:, :self.S].astype(np.float64)}
+
+    def initial_state(self):
+        """Rest pose, zero velocity, per world: x, v of shape (B, N, dim)."""
+        x = np.broadcast_to(self.design.positions, (self.B, self.N, self.dim)).astype(np.float64)
+        return x, np.zeros_like(x)

@@ -1,0 +1,20 @@
+"""Tests run Taichi on the CPU in float64 so gradients can be checked by finite differences."""
+import os
+
+os.environ.setdefault("DIFFSUITE_ARCH", "cpu")
+os.environ.setdefault("DIFFSUITE_FP", "f64")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from importlib.resources import files  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def load_design():
+    from diffsuite.sims import designs
+
+    def load(name):
+        return designs.build(yaml.safe_load(files("diffsuite.configs.robots").joinpath(f"{name}.yaml").read_text()))
+    return load
