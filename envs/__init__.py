@@ -1,0 +1,34 @@
+"""Gymnasium environments with three faces: gymnasium.make, gymnasium.make_vec, make_diff."""
+import gymnasium as gym
+
+from .diff_env import DiffEnv
+from .gym_env import GymEnv, VecEnv
+from .walker import WalkerTask
+
+TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask}
+
+
+def _env(task_cls):
+    def make(render_mode=None, config=None, **overrides):
+        return GymEnv(task_cls(config, **overrides), render_mode=render_mode)
+    return make
+
+
+def _vec(task_cls):
+    def make(num_envs=1, render_mode=None, config=None, **overrides):
+        return VecEnv(task_cls(config, **overrides), num_envs=num_envs, render_mode=render_mode)
+    return make
+
+
+def make_diff(env_id, num_envs=1, config=None, **overrides):
+    """The differentiable torch face of a registered environment, N worlds in one launch."""
+    if env_id not in TASKS:
+        raise ValueError(f"unknown environment {env_id!r}; known: {sorted(TASKS)}")
+    return DiffEnv(TASKS[env_id](config, **overrides), num_envs=num_envs)
+
+
+for _id, _task in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
+
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "TASKS", "make_diff"]

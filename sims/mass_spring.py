@@ -13,7 +13,9 @@ import taichi as ti
 from . import float_dtype, init
 from .adjoint import Stage
 
-GROUND_KEYS = {"height", "stiffness", "damping", "friction", "softness", "slip"}
+# ground defaults: height (m), penalty stiffness (1/s^2), contact damping (1/s), friction
+# coefficient, softplus width of the penalty (m), velocity below which friction eases (m/s)
+GROUND = dict(height=0.1, stiffness=3e4, damping=60.0, friction=1.0, softness=1e-3, slip=1e-2)
 
 
 @ti.data_oriented
@@ -34,10 +36,9 @@ class MassSpring:
         init()
         self.design, self.B, self.K, self.dt = design, int(num_worlds), int(segment), float(dt)
         self.N, self.S, self.A, self.dim = len(design.positions), len(design.springs), design.n_actuators, design.dim
-        ground = dict(height=0.1, stiffness=3e4, damping=60.0, friction=1.0, softness=1e-3, slip=1e-2,
-                      **(ground or {}))
-        if set(ground) - GROUND_KEYS:
-            raise ValueError(f"unknown ground key(s) {sorted(set(ground) - GROUND_KEYS)}; allowed {sorted(GROUND_KEYS)}")
+        if set(ground or {}) - set(GROUND):
+            raise ValueError(f"unknown ground key(s) {sorted(set(ground) - set(GROUND))}; allowed {sorted(GROUND)}")
+        ground = {**GROUND, **(ground or {})}
         self.ground, self._g = ground, SimpleNamespace(**{k: float(v) for k, v in ground.items()})
         self.gravity, self.damping = float(gravity), float(damping)
         self._check_dt()
