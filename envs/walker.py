@@ -86,4 +86,4 @@ class WalkerTask:
         cx = float(x[:, 0].mean())
         act = None if action is None else np.where(self.design.actuator >= 0, np.asarray(action)[self.design.actuator], 0)
         return draw_mass_spring(x, self.design.springs, act, ground=self.cfg["ground"]["height"],
-                                view=(cx - 0.5, 0.0, 1.0))
+                                view=(cx - 0.35, 0.02, 0.8))

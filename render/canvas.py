@@ -24,6 +24,9 @@ def draw_mass_spring(x, springs, actuation=None, ground=0.1, view=(0.0, 0.0, 1.0
     to_px = lambda p: (int(round((p[0] - left) * scale)), int(round(h - 1 - (p[1] - bottom) * scale)))
     gy = to_px((left, ground))[1]
     img[max(gy, 0):] = (200, 190, 170)
+    for tick in np.arange(np.ceil(left * 10) / 10, left + width, 0.1):  # a mark every 10 cm shows motion
+        px = to_px((tick, ground))[0]
+        img[max(gy, 0):max(gy, 0) + (12 if round(tick * 10) % 5 == 0 else 6), max(px - 1, 0):px + 1] = (90, 80, 60)
     for s, (a, b) in enumerate(springs):
         c = 0.0 if actuation is None else float(np.clip(actuation[s], -1, 1))
         color = (int(120 + 120 * max(c, 0)), 120, int(120 + 120 * max(-c, 0)))
