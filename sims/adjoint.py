@@ -85,7 +85,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory"):
         raise ValueError(f"store must be 'memory' or 'disk', got {store!r}")
     if params is not None:
         sim.set_params(params)
-    tape = Tape(T, every, controls, sim.get_params(),
+    tape = Tape(T, every, controls, params if params is not None else sim.get_params(),
                 tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
     sim.load(0, init_state)
     outs = [[] for _ in sim.state_names]

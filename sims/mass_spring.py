@@ -167,8 +167,25 @@ class MassSpring:
         """Make frame n the next segment's frame 0."""
         self._shift(n)
 
+    # I/O kernels move whole frames per launch: launches, not bytes, dominate small systems
+    @ti.kernel
+    def _frames_out(self, xf: ti.template(), vf: ti.template(), frames: ti.types.ndarray(),
+                    x: ti.types.ndarray(), v: ti.types.ndarray()):
+        for b, k, i in ti.ndrange(self.B, frames.shape[0], self.N):
+            for d in ti.static(range(self.dim)):
+                x[b, k, i, d] = xf[b, frames[k], i][d]
+                v[b, k, i, d] = vf[b, frames[k], i][d]
+
+    def _read(self, xf, vf, local):
+        idx = np.asarray(local, dtype=np.int32)
+        x = np.empty((self.B, len(idx), self.N, self.dim), dtype=self.np_dtype)
+        v = np.empty_like(x)
+        self._frames_out(xf, vf, idx, x, v)
+        return x, v
+
     def save(self, f):
-        return self.x.to_numpy()[:, f].copy(), self.v.to_numpy()[:, f].copy()
+        x, v = self._read(self.x, self.v, [f])
+        return x[:, 0], v[:, 0]
 
     @ti.kernel
     def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()):
@@ -184,17 +201,26 @@ class MassSpring:
 
     def frames(self, local):
         """States at the segment's local frames: x, v of shape (B, len(local), N, dim)."""
-        return self.x.to_numpy()[:, local], self.v.to_numpy()[:, local]
+        return self._read(self.x, self.v, local)
+
+    @ti.kernel
+    def _seed(self, gx: ti.types.ndarray(), gv: ti.types.ndarray()):
+        for b, f, i in self.x:
+            for d in ti.static(range(self.dim)):
+                self.x.grad[b, f, i][d] = gx[b, f, i, d]
+                self.v.grad[b, f, i][d] = gv[b, f, i, d]
+        for I in ti.grouped(self.force):
+            self.force.grad[I] = ti.Vector.zero(self.dtype, self.dim)
+        for I in ti.grouped(self.act):
+            self.act.grad[I] = 0
 
     def seed_grads(self, grads):
         """Zero every gradient of the segment, then set the state adjoints (B, K+1, N, dim)."""
-        for fld in (self.force, self.act, ):
-            fld.grad.fill(0)
-        self.x.grad.from_numpy(np.ascontiguousarray(grads[0], dtype=self.np_dtype))
-        self.v.grad.from_numpy(np.ascontiguousarray(grads[1], dtype=self.np_dtype))
+        self._seed(*(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
 
     def frame_grad(self, f):
-        return self.x.grad.to_numpy()[:, f].copy(), self.v.grad.to_numpy()[:, f].copy()
+        gx, gv = self._read(self.x.grad, self.v.grad, [f])
+        return gx[:, 0], gv[:, 0]
 
     def set_controls(self, u):
         """Per-substep actions u of shape (B, n, A), n <= K."""
