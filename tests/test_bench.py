@@ -1,0 +1,46 @@
+"""scripts/bench.py --quick runs end to end and writes sane JSON (numbers only, no timing asserts)."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_quick_writes_json_and_table(tmp_path):
+    out = tmp_path / "b.json"
+    env = {**os.environ, "DIFFSUITE_ARCH": "cpu"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = json.loads(out.read_text())
+    assert (tmp_path / "b.md").read_text().count("DiffTaichi") >= 1
+
+    assert len(r["throughput"]) == 4
+    for t in r["throughput"]:
+        for key in ("forward_s", "backward_s", "backward_over_forward", "substeps_per_s", "world_substeps_per_s"):
+            assert _positive(t[key]), (key, t)
+
+    m = r["memory"]
+    for mode in ("checkpointed", "store_all"):
+        for key in ("baseline_rss_mb", "peak_rss_mb", "rss_above_baseline_mb", "field_mb", "fields_plus_checkpoints_mb"):
+            assert _positive(m[mode][key]), (mode, key)
+    assert m["checkpointed"]["K"] < m["store_all"]["K"] == m["store_all"]["T"]
+    assert m["checkpointed"]["fields_plus_checkpoints_mb"] < m["store_all"]["fields_plus_checkpoints_mb"]
+    assert m["checkpointed"]["rss_above_baseline_mb"] < m["store_all"]["rss_above_baseline_mb"]
+    assert _positive(m["ratio_rss"]) and _positive(m["ratio_fields"])
+
+    g = r["gradient_error"]
+    for key in ("actions_rel_error", "stiffness_rel_error"):
+        assert math.isfinite(g[key]) and 0 <= g[key] < 1e-4, (key, g[key])
+
+    ref = r["reference"]
+    assert ref["transitions"] == 681
+    for run in ("checkpointed", "store_all"):
+        assert _positive(ref[run]["s_per_iter"]) and _positive(ref[run]["peak_rss_mb"])
