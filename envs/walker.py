@@ -58,7 +58,9 @@ class WalkerTask:
 
     def make_sim(self, num_worlds):
         c = self.cfg
-        K = int(c["segment"]) or adjoint.default_segment(self.substeps * self.max_steps)
+        # state + adjoint + spring forces per frame, in bytes
+        frame_bytes = num_worlds * (4 * self.N * self.dim + 2 * len(self.design.springs) * self.dim) * 8
+        K = int(c["segment"]) or adjoint.default_segment(self.substeps * self.max_steps, frame_bytes)
         return MassSpring(self.design, num_worlds=num_worlds, dt=c["dt"], segment=max(K, 1),
                           gravity=c["gravity"], damping=c["damping"], ground=c["ground"])
 

@@ -15,6 +15,8 @@ def init(arch=None, fp=None):
     arch: cpu / cuda / vulkan / metal / gpu (env DIFFSUITE_ARCH, default: best available).
     fp: f32 / f64 (env DIFFSUITE_FP, default f32).
     """
+    if _state and arch is None and fp is None:  # a plain call accepts the running settings
+        return _state["arch"]
     arch = arch or os.environ.get("DIFFSUITE_ARCH") or "best"
     fp = fp or os.environ.get("DIFFSUITE_FP") or "f32"
     if fp not in _FPS:

@@ -6,7 +6,7 @@ loss gradients at the segment's frames plus the adjoint carried from the next se
 and run each stage's reverse. The carried adjoint is frame 0's gradient.
 
 A simulator provides: B, K, state_names, units(n), shift(n), save(f), load(f, state),
-frames(local), seed_grads(grads), frame_grad(f), set_controls(u), control_grad(n),
+frames(local), seed_grads(local, grads), frame_grad(f), set_controls(u), control_grad(n),
 set_params(p), get_params(), zero_param_grads(), param_grads().
 """
 from dataclasses import dataclass, field
@@ -36,9 +36,16 @@ class Stage:
         (self.grad or self.fn.grad)(*self.args)
 
 
-def default_segment(T):
-    """K ~ sqrt(T) balances recompute length against checkpoint count."""
-    return max(1, math.ceil(math.sqrt(T)))
+def default_segment(T, frame_bytes=None, budget=64 * 2 ** 20):
+    """Substeps per segment: about sqrt(T), or more when `budget` bytes hold more frames.
+
+    Small systems are launch-bound: each segment costs a dozen launches, so when the
+    frames (state + adjoint, `frame_bytes` each) of a longer segment fit in the budget,
+    fewer, longer segments are faster at no memory cost worth counting."""
+    K = max(1, math.ceil(math.sqrt(T)))
+    if frame_bytes:
+        K = max(K, min(T, int(budget // frame_bytes)))
+    return K
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Tape:
     """What a forward pass keeps: checkpoints at segment starts, controls and parameters."""
     T: int
     every: int
+    hold: int
     controls: np.ndarray
     params: dict
     checkpoints: list = field(default_factory=list)
@@ -71,31 +79,34 @@ def _segments(T, K):
     return [(t0, min(K, T - t0)) for t0 in range(0, T, K)]
 
 
-def forward(sim, init_state, controls, params=None, every=1, store="memory"):
-    """Run T = controls.shape[1] substeps from init_state.
+def forward(sim, init_state, controls, params=None, every=1, store="memory", hold=1):
+    """Run T = controls.shape[1] * hold substeps from init_state, each control held `hold` substeps.
 
     Returns (outputs, final_state, tape): outputs[k] stacks state component k at the
     global frames every, 2*every, ..., shape (B, T // every, ...).
     """
     controls = np.asarray(controls)
-    T = controls.shape[1]
+    T = controls.shape[1] * hold
     if T % every:
         raise ValueError(f"horizon T={T} must be a multiple of every={every}")
     if store not in ("memory", "disk"):
         raise ValueError(f"store must be 'memory' or 'disk', got {store!r}")
     if params is not None:
         sim.set_params(params)
-    tape = Tape(T, every, controls, params if params is not None else sim.get_params(),
+    tape = Tape(T, every, hold, controls, params if params is not None else sim.get_params(),
                 tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
     sim.load(0, init_state)
     outs = [[] for _ in sim.state_names]
     for t0, n in _segments(T, sim.K):
         tape.put(sim.save(0))
-        sim.set_controls(controls[:, t0:t0 + n])
+        sim.set_controls(controls[:, (t0 + np.arange(n)) // hold])
         for unit in sim.units(n):
             for st in unit:
                 st.forward()
-        _collect(sim, outs, t0, n, every)
+        local = _frames_with_outputs(t0, n, every)
+        if local:
+            for o, arr in zip(outs, sim.frames(local)):
+                o.append(arr)
         sim.shift(n)
     final = sim.save(0)
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
@@ -108,23 +119,15 @@ def _frames_with_outputs(t0, n, every):
     return list(range(first, n + 1, every))
 
 
-def _collect(sim, outs, t0, n, every):
-    local = _frames_with_outputs(t0, n, every)
-    if not local:
-        return
-    for o, arr in zip(outs, sim.frames(local)):
-        o.append(arr)
-
-
 def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
     """Adjoints of a forward pass.
 
     grad_outputs: per state component, an array like the outputs (or None);
     grad_final: per state component, an array like the final state (or None).
-    Returns (grad_init_state, grad_controls (B, T, A), grad_params dict).
+    Returns (grad_init_state, grad_controls like the controls, grad_params dict).
     """
     name = name or type(sim).__name__
-    T, every = tape.T, tape.every
+    T, every, hold = tape.T, tape.every, tape.hold
     sim.set_params(tape.params)
     sim.zero_param_grads()
     carry = [np.zeros_like(s, dtype=np.float64) for s in tape.get(0)]
@@ -134,13 +137,14 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
     segs = _segments(T, sim.K)
     for i in reversed(range(len(segs))):
         t0, n = segs[i]
+        idx = (t0 + np.arange(n)) // hold
         sim.load(0, tape.get(i))
-        sim.set_controls(tape.controls[:, t0:t0 + n])
+        sim.set_controls(tape.controls[:, idx])
         units = sim.units(n)
         for unit in units:
             for st in unit:
                 st.forward()
-        sim.seed_grads(_seed(sim, carry, grad_outputs, t0, n, every))
+        sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
         for unit in reversed(units):
             for st in unit:
                 if st.recompute:
@@ -148,7 +152,7 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
             for st in reversed(unit):
                 st.backward()
         carry = [g.astype(np.float64) for g in sim.frame_grad(0)]
-        grad_u[:, t0:t0 + n] = sim.control_grad(n)
+        np.add.at(grad_u, (slice(None), idx), sim.control_grad(n))
         if not all(np.isfinite(c).all() for c in carry):
             raise FloatingPointError(f"non-finite gradient in {name} reverse of substeps {t0}..{t0 + n}")
     grads_p = sim.param_grads()
@@ -157,16 +161,18 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
     return carry, grad_u, grads_p
 
 
-def _seed(sim, carry, grad_outputs, t0, n, every):
-    """State adjoints for frames 0..K of one segment."""
-    B = carry[0].shape[0]
-    seeds = [np.zeros((B, sim.K + 1) + c.shape[1:]) for c in carry]
-    for s, c in zip(seeds, carry):
-        s[:, n] += c
-    if grad_outputs is not None:
-        local = _frames_with_outputs(t0, n, every)
-        idx = [(t0 + f) // every - 1 for f in local]
-        for s, g in zip(seeds, grad_outputs):
-            if g is not None and local:
-                s[:, local] += np.asarray(g)[:, idx]
-    return seeds
+def _seed(carry, grad_outputs, t0, n, every):
+    """The segment's local frames that receive adjoints, and those adjoints (B, frames, ...)."""
+    local = _frames_with_outputs(t0, n, every) if grad_outputs is not None else []
+    if n not in local:
+        local = local + [n]
+    grads = []
+    for k, c in enumerate(carry):
+        g = np.zeros((c.shape[0], len(local)) + c.shape[1:])
+        g[:, local.index(n)] += c
+        if grad_outputs is not None and grad_outputs[k] is not None:
+            out_local = _frames_with_outputs(t0, n, every)
+            idx = [(t0 + f) // every - 1 for f in out_local]
+            g[:, [local.index(f) for f in out_local]] += np.asarray(grad_outputs[k])[:, idx]
+        grads.append(g)
+    return local, grads

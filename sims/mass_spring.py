@@ -204,19 +204,22 @@ class MassSpring:
         return self._read(self.x, self.v, local)
 
     @ti.kernel
-    def _seed(self, gx: ti.types.ndarray(), gv: ti.types.ndarray()):
-        for b, f, i in self.x:
-            for d in ti.static(range(self.dim)):
-                self.x.grad[b, f, i][d] = gx[b, f, i, d]
-                self.v.grad[b, f, i][d] = gv[b, f, i, d]
+    def _seed(self, frames: ti.types.ndarray(), gx: ti.types.ndarray(), gv: ti.types.ndarray()):
+        for I in ti.grouped(self.x):
+            self.x.grad[I] = self.x.grad[I] * 0
+            self.v.grad[I] = self.v.grad[I] * 0
         for I in ti.grouped(self.force):
             self.force.grad[I] = ti.Vector.zero(self.dtype, self.dim)
         for I in ti.grouped(self.act):
             self.act.grad[I] = 0
+        for b, k, i in ti.ndrange(self.B, frames.shape[0], self.N):
+            for d in ti.static(range(self.dim)):
+                self.x.grad[b, frames[k], i][d] = gx[b, k, i, d]
+                self.v.grad[b, frames[k], i][d] = gv[b, k, i, d]
 
-    def seed_grads(self, grads):
-        """Zero every gradient of the segment, then set the state adjoints (B, K+1, N, dim)."""
-        self._seed(*(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
+    def seed_grads(self, local, grads):
+        """Zero every gradient of the segment, then set the state adjoints at local frames."""
+        self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
 
     def frame_grad(self, f):
         gx, gv = self._read(self.x.grad, self.v.grad, [f])

@@ -31,10 +31,10 @@ class _Rollout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sim, substeps, store, *flat):
         state, actions, params = _split(sim, flat)
-        u = np.repeat(_np(actions), substeps, axis=1)
         p = {k: _np(v) for k, v in zip(sim.param_names, params)}
-        outs, final, tape = adjoint.forward(sim, [_np(s) for s in state], u, p, every=substeps, store=store)
-        ctx.sim, ctx.tape, ctx.substeps = sim, tape, substeps
+        outs, final, tape = adjoint.forward(sim, [_np(s) for s in state], _np(actions), p, every=substeps,
+                                            store=store, hold=substeps)
+        ctx.sim, ctx.tape = sim, tape
         like = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=actions.dtype, device=actions.device)
         return tuple(like(o) for o in outs) + tuple(like(f) for f in final)
 
@@ -43,9 +43,7 @@ class _Rollout(torch.autograd.Function):
         sim, n = ctx.sim, len(ctx.sim.state_names)
         g_out = [None if g is None else _np(g) for g in grads[:n]]
         g_fin = [None if g is None else _np(g) for g in grads[n:]]
-        g_state, g_u, g_p = adjoint.backward(sim, ctx.tape, g_out, g_fin)
-        B, T, A = g_u.shape
-        g_act = g_u.reshape(B, T // ctx.substeps, ctx.substeps, A).sum(2)
+        g_state, g_act, g_p = adjoint.backward(sim, ctx.tape, g_out, g_fin)
         ref = grads[0] if grads[0] is not None else grads[n]
         like = lambda a: torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
         return (None, None, None, *[like(g) for g in g_state], like(g_act),
@@ -71,9 +69,9 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sim, substeps, *flat):
         state, action, params = _split(sim, flat)
-        u = np.repeat(_np(action)[:, None], substeps, axis=1)
         p = {k: _np(v) for k, v in zip(sim.param_names, params)}
-        _, final, tape = adjoint.forward(sim, [_np(s) for s in state], u, p, every=substeps)
+        _, final, tape = adjoint.forward(sim, [_np(s) for s in state], _np(action)[:, None], p,
+                                         every=substeps, hold=substeps)
         ctx.sim, ctx.tape = sim, tape
         return tuple(torch.as_tensor(np.asarray(f, dtype=np.float64), dtype=action.dtype, device=action.device)
                      for f in final)
@@ -84,7 +82,7 @@ class _Step(torch.autograd.Function):
         g_state, g_u, g_p = adjoint.backward(sim, ctx.tape, None, [None if g is None else _np(g) for g in grads])
         ref = next(g for g in grads if g is not None)
         like = lambda a: torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
-        return (None, None, *[like(g) for g in g_state], like(g_u.sum(1)),
+        return (None, None, *[like(g) for g in g_state], like(g_u[:, 0]),
                 *[like(g_p[k]) for k in sim.param_names])
 
 

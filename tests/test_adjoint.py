@@ -55,5 +55,20 @@ def test_nan_gradient_raises_naming_kernel(problem):
     sim.free()
 
 
-def test_default_segment_is_sqrt():
+def test_default_segment_is_sqrt_unless_frames_are_small():
     assert adjoint.default_segment(10000) == 100 and adjoint.default_segment(1) == 1
+    assert adjoint.default_segment(10000, frame_bytes=2 ** 20, budget=2 ** 28) == 256
+    assert adjoint.default_segment(10000, frame_bytes=100) == 10000
+
+
+def test_held_controls_equal_repeated_controls(problem):
+    design, u, _, _ = problem
+    sim = MassSpring(design, num_worlds=1, segment=7)
+    held = u[:, :6]
+    _, fin_h, tape_h = adjoint.forward(sim, sim.initial_state(), held, hold=5)
+    _, fin_r, tape_r = adjoint.forward(sim, sim.initial_state(), np.repeat(held, 5, axis=1))
+    assert np.array_equal(fin_h[0], fin_r[0])
+    _, gu_h, _ = adjoint.backward(sim, tape_h, None, [np.ones_like(fin_h[0]), None])
+    _, gu_r, _ = adjoint.backward(sim, tape_r, None, [np.ones_like(fin_r[0]), None])
+    assert np.allclose(gu_h, gu_r.reshape(1, 6, 5, -1).sum(2), rtol=1e-12, atol=1e-14)
+    sim.free()
