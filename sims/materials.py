@@ -1,0 +1,185 @@
+"""Constitutive models for MLS-MPM, as Taichi functions of the deformation gradient.
+
+Every matrix function here is smooth and written without an SVD: the polar decomposition
+is a fixed number of Newton steps R <- (R + R^-T) / 2, the Hencky strain log(F F^T) / 2 an
+atanh series, and the plastic return an exponential of a symmetric matrix (in 2D all three
+have closed forms, which also compile far faster). Their reverse-mode gradients are therefore finite and correct at F = I
+and at repeated singular values, where SVD-based derivatives divide by s_i^2 - s_j^2.
+
+Kinds: 0 fixed-corotated, 1 neo-Hookean, 2 plasticine (von Mises on Hencky strain,
+St. Venant-Kirchhoff elasticity), 3 sand (Drucker-Prager, same elasticity), 4 fluid
+(weakly compressible with viscosity). Stresses are Kirchhoff stresses tau = P F^T.
+"""
+import math
+
+import taichi as ti
+
+KINDS = {"fixed_corotated": 0, "neo_hookean": 1, "plasticine": 2, "sand": 3, "fluid": 4}
+# the parameters each material owns, with defaults; all are differentiable
+PARAMS = {"E": 1e3, "nu": 0.2, "yield_stress": 50.0, "friction_angle": 30.0, "viscosity": 0.0}
+NEWTON_STEPS = 8     # singular values in [0.05, 20] converge to ~1e-12
+LOG_TERMS = 10       # atanh series; stretches within a factor ~3 converge to ~1e-9
+EXP_SQUARINGS = 4    # exp(M) = exp(M / 16)^16 with a Taylor polynomial
+
+
+@ti.func
+def lame(E, nu):
+    """(mu, lambda) from Young's modulus and Poisson ratio."""
+    return E / (2 * (1 + nu)), E * nu / ((1 + nu) * (1 - 2 * nu))
+
+
+@ti.func
+def polar_rotation(F):
+    """R of F = R S. 2D: closed form; otherwise Newton's iteration, unrolled."""
+    R = F
+    if ti.static(F.n == 2):
+        a, b = F[0, 0] + F[1, 1], F[1, 0] - F[0, 1]
+        r = ti.sqrt(a * a + b * b + 1e-20)
+        R = ti.Matrix([[a / r, -b / r], [b / r, a / r]])
+    else:
+        for _ in ti.static(range(NEWTON_STEPS)):
+            R = 0.5 * (R + R.inverse().transpose())
+    return R
+
+
+@ti.func
+def _sym2(M, log: ti.template()):
+    """log or exp of a symmetric 2x2 M in closed form: f0 I + f1 (M - m I), where m +- d are
+    its eigenvalues. f0 and f1 are even in d, so they are smooth in q = d^2 and a series takes
+    over near repeated eigenvalues (no division by zero, no kink). Both forms are computed and
+    ti.select picks one: Taichi's reverse mode mishandles locals assigned in branches that
+    neighbouring particles take differently."""
+    m = 0.5 * (M[0, 0] + M[1, 1])
+    q = 0.25 * (M[0, 0] - M[1, 1]) ** 2 + M[0, 1] * M[1, 0]
+    f0, f1 = 0.0 * m, 0.0 * m
+    if ti.static(log):
+        small = q < 1e-8 * m * m
+        d = ti.sqrt(ti.max(q, 1e-8 * m * m))
+        f0 = 0.5 * ti.log(m * m - q)
+        f1 = ti.select(small, 1 / m + q / (3 * m ** 3) + q * q / (5 * m ** 5), 0.5 * (ti.log(m + d) - ti.log(m - d)) / d)
+    else:
+        small = q < 1e-8
+        d = ti.sqrt(ti.max(q, 1e-8))
+        em = ti.exp(m)
+        f0 = em * ti.select(small, 1 + q / 2 + q * q / 24, 0.5 * (ti.exp(d) + ti.exp(-d)))
+        f1 = em * ti.select(small, 1 + q / 6 + q * q / 120, 0.5 * (ti.exp(d) - ti.exp(-d)) / d)
+    Id = _identity_like(M)
+    return f0 * Id + f1 * (M - m * Id)
+
+
+@ti.func
+def log_spd(M):
+    """Matrix log of a symmetric positive-definite M. 2D: closed form; otherwise
+    log(s) I + 2 atanh(Z), Z = (M/s - I)(M/s + I)^-1, as a series."""
+    out = M
+    if ti.static(M.n == 2):
+        out = _sym2(M, True)
+    else:
+        Id = _identity_like(M)
+        s = M.trace() / ti.static(M.n)
+        N = M / s
+        Z = (N - Id) @ (N + Id).inverse()
+        Z2 = Z @ Z
+        acc = Z
+        term = Z
+        for k in ti.static(range(1, LOG_TERMS)):
+            term = term @ Z2
+            acc += term / (2 * k + 1)
+        out = ti.log(s) * Id + 2 * acc
+    return out
+
+
+@ti.func
+def _identity_like(M):
+    Id = M * 0
+    for i in ti.static(range(M.n)):
+        Id[i, i] = 1
+    return Id
+
+
+@ti.func
+def exp_sym(M):
+    """Matrix exponential of a symmetric M. 2D: closed form; otherwise scaling and squaring
+    of a Taylor polynomial (M is a small plastic correction here)."""
+    out = M
+    if ti.static(M.n == 2):
+        out = _sym2(M, False)
+    else:
+        Id = _identity_like(M)
+        A = M / ti.static(2 ** EXP_SQUARINGS)
+        out = Id
+        term = Id
+        for k in ti.static(range(1, 7)):
+            term = term @ A / k
+            out += term
+        for _ in ti.static(range(EXP_SQUARINGS)):
+            out = out @ out
+    return out
+
+
+@ti.func
+def hencky(F):
+    """Left Hencky strain log(F F^T) / 2 (symmetric)."""
+    return 0.5 * log_spd(F @ F.transpose())
+
+
+@ti.func
+def _dev_norm(eps):
+    d = ti.static(eps.n)
+    dev = eps - eps.trace() / d * _identity_like(eps)
+    return dev, ti.sqrt((dev * dev).sum() + 1e-20)
+
+
+@ti.func
+def project(kinds: ti.template(), kind, F, mu, lam, yield_stress, friction_angle):
+    """Plastic return mapping: the elastic part of F after this step's deformation.
+
+    `kinds` (static) lists the kinds present, so a scene compiles only its own materials."""
+    out = F
+    if ti.static(2 in kinds):
+        if kind == 2:  # von Mises: shrink the deviatoric Hencky strain onto the yield surface
+            dev, norm = _dev_norm(hencky(F))
+            gamma = ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm))
+            out = exp_sym(-gamma * dev) @ F
+    if ti.static(3 in kinds):
+        if kind == 3:  # Drucker-Prager (Klar et al. 2016): no tension, cone in compression
+            eps = hencky(F)
+            dev, norm = _dev_norm(eps)
+            tr = eps.trace()
+            d = ti.static(F.n)
+            sphi = ti.sin(friction_angle * math.pi / 180)
+            alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
+            dgamma = norm + (d * lam + 2 * mu) / (2 * mu) * tr * alpha
+            if tr > 0:
+                out = exp_sym(-eps) @ F
+            elif dgamma > 0:
+                out = exp_sym(-dgamma / norm * dev) @ F
+    if ti.static(4 in kinds):
+        if kind == 4:  # fluid keeps only the volume change
+            J = F.determinant()
+            out = _identity_like(F) * ti.pow(J, 1.0 / ti.static(F.n))
+    return out
+
+
+@ti.func
+def kirchhoff(kinds: ti.template(), kind, F, C, mu, lam, viscosity):
+    """Kirchhoff stress tau of elastic deformation F (C: the particle's velocity gradient)."""
+    J = F.determinant()
+    Id = _identity_like(F)
+    tau = Id * 0
+    if ti.static(0 in kinds):
+        if kind == 0:
+            R = polar_rotation(F)
+            tau = 2 * mu * (F - R) @ F.transpose() + lam * (J - 1) * J * Id
+    if ti.static(1 in kinds):
+        if kind == 1:
+            tau = mu * (F @ F.transpose() - Id) + lam * ti.log(J) * Id
+    if ti.static(2 in kinds or 3 in kinds):
+        if kind == 2 or kind == 3:
+            eps = hencky(F)
+            tau = 2 * mu * eps + lam * eps.trace() * Id
+    if ti.static(4 in kinds):
+        if kind == 4:  # fluid: bulk modulus K = lambda + 2 mu / d, pressure from J, plus viscosity
+            K = lam + 2 * mu / ti.static(F.n)
+            tau = K * (J - 1) * J * Id + viscosity * J * (C + C.transpose())
+    return tau

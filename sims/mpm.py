@@ -1,0 +1,304 @@
+"""MLS-MPM (quadratic B-splines, APIC) in 2D and 3D, B worlds per launch.
+
+A substep is four stages, in the order they run:
+  clear grid -> P2G (deformation update, plastic return, stress, scatter) ->
+  grid update (momentum to velocity, gravity, walls with friction) -> G2P.
+Particle state (x, v, C, F) has a frame axis of K+1; the grid is scratch: the reverse of a
+substep recomputes it (clear, P2G, grid update) before running the stages' reverses.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+import taichi as ti
+
+from . import float_dtype, init
+from . import materials as mat
+from .adjoint import Stage
+
+
+def _noop():
+    """The grid clear has no reverse: recomputing it also zeroes the grid's adjoints."""
+
+
+@ti.data_oriented
+class MPM:
+    state_names = ("x", "v", "C", "F")
+    param_names = tuple(mat.PARAMS)
+
+    def __init__(self, particles, materials, num_worlds=1, n_grid=64, dt=1e-3, segment=32,
+                 gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1):
+        init()
+        x = np.asarray(particles["x"], dtype=np.float64)
+        self.P, self.dim = x.shape
+        self.B, self.K, self.n, self.dt = int(num_worlds), int(segment), int(n_grid), float(dt)
+        self.dx, self.M = 1.0 / self.n, len(materials)
+        self.cfg = SimpleNamespace(gravity=float(gravity), bound=int(bound), friction=float(friction),
+                                   act_strength=float(act_strength), act_axis=int(act_axis))
+        self.materials = [self._material(i, m) for i, m in enumerate(materials)]
+        self.kinds = tuple(sorted({mat.KINDS[m["kind"]] for m in self.materials}))
+        self.x_init = x
+        self.material_id = np.asarray(particles.get("material", np.zeros(self.P)), dtype=np.int32)
+        self.actuator_id = np.asarray(particles.get("actuator", -np.ones(self.P)), dtype=np.int32)
+        self.A = int(self.actuator_id.max()) + 1 if self.P else 0
+        self.vol = np.asarray(particles.get("vol", np.full(self.P, (0.5 * self.dx) ** self.dim)), dtype=np.float64)
+        self._check(x)
+        self.dtype = float_dtype()
+        self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
+        self._allocate()
+        self.reset_params()
+
+    @staticmethod
+    def _material(i, m):
+        m = dict(m)
+        kind = m.pop("kind", None)
+        if kind not in mat.KINDS:
+            raise ValueError(f"materials[{i}].kind must be one of {sorted(mat.KINDS)}, got {kind!r}")
+        density = float(m.pop("density", 1.0))
+        unknown = set(m) - set(mat.PARAMS)
+        if unknown:
+            raise ValueError(f"materials[{i}]: unknown key(s) {sorted(unknown)}; allowed {sorted(mat.PARAMS)} + kind, density")
+        out = {**mat.PARAMS, **{k: float(v) for k, v in m.items()}}
+        if not (out["E"] > 0 and -1 < out["nu"] < 0.5 and density > 0):
+            raise ValueError(f"materials[{i}]: need E > 0, -1 < nu < 0.5, density > 0; got E={out['E']}, "
+                             f"nu={out['nu']}, density={density}")
+        return dict(kind=kind, density=density, **out)
+
+    def _check(self, x):
+        lo, hi = self.cfg.bound * self.dx, 1 - self.cfg.bound * self.dx
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"particles must lie inside [{lo:.3g}, {hi:.3g}]^{self.dim} (the grid less its "
+                             f"{self.cfg.bound}-cell walls); got range [{x.min():.3g}, {x.max():.3g}]")
+        if self.material_id.size and (self.material_id.min() < 0 or self.material_id.max() >= self.M):
+            raise ValueError(f"particle material ids must be in [0, {self.M}), got max {self.material_id.max()}")
+        # the pressure wave may cross at most one cell per substep (CFL)
+        c = max(np.sqrt(m["E"] * (1 - m["nu"]) / ((1 + m["nu"]) * (1 - 2 * m["nu"])) / m["density"])
+                for m in self.materials)
+        if not (0 < self.dt and self.dt * c < self.dx):
+            raise ValueError(f"unstable dt={self.dt}: the CFL limit for wave speed {c:.3g} on dx={self.dx:.3g} "
+                             f"is dt < {self.dx / c:.3g}")
+
+    def _allocate(self):
+        B, K, P, D, dt = self.B, self.K, self.P, self.dim, self.dtype
+        fb = ti.FieldsBuilder()
+        self.x, self.v = (ti.Vector.field(D, dt, needs_grad=True) for _ in range(2))
+        self.C, self.F = (ti.Matrix.field(D, D, dt, needs_grad=True) for _ in range(2))
+        fb.dense(ti.ijk, (B, K + 1, P)).place(self.x, self.v, self.C, self.F,
+                                               self.x.grad, self.v.grad, self.C.grad, self.F.grad)
+        self.grid_mv, self.grid_v = (ti.Vector.field(D, dt, needs_grad=True) for _ in range(2))
+        self.grid_m = ti.field(dt, needs_grad=True)
+        grid = fb.dense(ti.axes(*range(D + 1)), (B,) + (self.n,) * D)
+        grid.place(self.grid_mv, self.grid_v, self.grid_m, self.grid_mv.grad, self.grid_v.grad, self.grid_m.grad)
+        self.act = ti.field(dt, needs_grad=True)
+        fb.dense(ti.ijk, (B, K, max(self.A, 1))).place(self.act, self.act.grad)
+        for name in self.param_names:
+            setattr(self, name, ti.field(dt, needs_grad=True))
+            fb.dense(ti.ij, (B, self.M)).place(getattr(self, name), getattr(self, name).grad)
+        self.kind, self.density = ti.field(ti.i32), ti.field(dt)
+        fb.dense(ti.i, self.M).place(self.kind, self.density)
+        self.mat_of, self.act_of, self.p_vol = ti.field(ti.i32), ti.field(ti.i32), ti.field(dt)
+        fb.dense(ti.i, max(P, 1)).place(self.mat_of, self.act_of, self.p_vol)
+        self._tree = fb.finalize()
+        self.kind.from_numpy(np.array([mat.KINDS[m["kind"]] for m in self.materials], dtype=np.int32))
+        self.density.from_numpy(np.array([m["density"] for m in self.materials], dtype=self.np_dtype))
+        self.mat_of.from_numpy(self.material_id)
+        self.act_of.from_numpy(self.actuator_id)
+        self.p_vol.from_numpy(self.vol.astype(self.np_dtype))
+
+    def free(self):
+        self._tree.destroy()
+
+    # ------------------------------------------------------------------ physics
+    @ti.kernel
+    def _clear_grid(self):
+        for I in ti.grouped(self.grid_m):
+            zero = ti.Vector.zero(self.dtype, self.dim)
+            self.grid_m[I], self.grid_m.grad[I] = 0, 0
+            self.grid_mv[I], self.grid_mv.grad[I], self.grid_v.grad[I] = zero, zero, zero
+
+    @ti.func
+    def _stencil(self, xp):
+        """Base node, fractional offset and quadratic B-spline weights (3 x dim) of a particle."""
+        Xp = xp / self.dx
+        base = ti.max(ti.min(ti.cast(Xp - 0.5, ti.i32), self.n - 3), 0)
+        fx = Xp - base
+        w = ti.Matrix.rows([0.5 * (1.5 - fx) ** 2, 0.75 - (fx - 1) ** 2, 0.5 * (fx - 0.5) ** 2])
+        return base, fx, w
+
+    @ti.func
+    def _node(self, b, base, off):
+        return ti.Vector([b] + [base[d] + off[d] for d in ti.static(range(self.dim))])
+
+    @ti.kernel
+    def _p2g(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            m_id, a_id = self.mat_of[p], self.act_of[p]
+            kind = self.kind[m_id]
+            mu, lam = mat.lame(self.E[b, m_id], self.nu[b, m_id])
+            Fp = mat.project(self.kinds, kind, (ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]) @ self.F[b, f, p],
+                             mu, lam, self.yield_stress[b, m_id], self.friction_angle[b, m_id])
+            self.F[b, f + 1, p] = Fp
+            # a muscle stretches along its axis: s * a * F e e^T F^T. Branch-free: Taichi's reverse
+            # mode mishandles a local updated in place inside a branch some particles skip
+            Fe = Fp @ ti.Vector.unit(self.dim, self.cfg.act_axis, self.dtype)
+            a = ti.cast(a_id >= 0, self.dtype) * self.act[b, f, ti.max(a_id, 0)]
+            tau = mat.kirchhoff(self.kinds, kind, Fp, self.C[b, f, p], mu, lam, self.viscosity[b, m_id]) \
+                + self.cfg.act_strength * a * Fe.outer_product(Fe)
+            vol = self.p_vol[p]
+            mass = vol * self.density[m_id]
+            affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
+            base, fx, w = self._stencil(self.x[b, f, p])
+            for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
+                weight = 1.0
+                for d in ti.static(range(self.dim)):
+                    weight *= w[off[d], d]
+                I = self._node(b, base, off)
+                self.grid_mv[I] += weight * (mass * self.v[b, f, p] + affine @ ((off - fx) * self.dx))
+                self.grid_m[I] += weight * mass
+
+    @ti.kernel
+    def _grid_update(self, f: ti.i32):
+        for I in ti.grouped(self.grid_m):
+            node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
+            v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
+                + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
+            v = v_free
+            for d in ti.static(range(self.dim)):  # walls stop outward motion
+                if node[d] < self.cfg.bound and v[d] < 0:
+                    v[d] = 0.0
+                if node[d] >= self.n - self.cfg.bound and v[d] > 0:
+                    v[d] = 0.0
+            self.grid_v[I] = self._floor_friction(node, v_free, v)
+
+    @ti.func
+    def _floor_friction(self, node, v_free, v):
+        """Smoothed Coulomb friction where the floor stopped a downward velocity."""
+        out = v
+        if node[1] < self.cfg.bound and v_free[1] < 0:
+            vt = v - v[1] * ti.Vector.unit(self.dim, 1, self.dtype)
+            r = ti.sqrt(vt.dot(vt) + 1e-6)
+            out = vt * r / (r - self.cfg.friction * v_free[1])
+        return out
+
+    @ti.kernel
+    def _g2p(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            base, fx, w = self._stencil(self.x[b, f, p])
+            new_v = ti.Vector.zero(self.dtype, self.dim)
+            new_C = ti.Matrix.zero(self.dtype, self.dim, self.dim)
+            for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
+                weight = 1.0
+                for d in ti.static(range(self.dim)):
+                    weight *= w[off[d], d]
+                gv = self.grid_v[self._node(b, base, off)]
+                new_v += weight * gv
+                new_C += 4 / self.dx * weight * gv.outer_product(off - fx)
+            self.v[b, f + 1, p] = new_v
+            self.C[b, f + 1, p] = new_C
+            self.x[b, f + 1, p] = self.x[b, f, p] + self.dt * new_v
+
+    # ------------------------------------------------------- adjoint engine contract
+    def units(self, n):
+        return [[Stage(self._clear_grid, grad=_noop, recompute=True), Stage(self._p2g, (f,), recompute=True),
+                 Stage(self._grid_update, (f,), recompute=True), Stage(self._g2p, (f,))] for f in range(n)]
+
+    @ti.kernel
+    def _shift(self, n: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            self.x[b, 0, p], self.v[b, 0, p] = self.x[b, n, p], self.v[b, n, p]
+            self.C[b, 0, p], self.F[b, 0, p] = self.C[b, n, p], self.F[b, n, p]
+
+    def shift(self, n):
+        self._shift(n)
+
+    @ti.kernel
+    def _frames_out(self, xf: ti.template(), vf: ti.template(), Cf: ti.template(), Ff: ti.template(),
+                    frames: ti.types.ndarray(), x: ti.types.ndarray(), v: ti.types.ndarray(),
+                    C: ti.types.ndarray(), F: ti.types.ndarray()):
+        for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
+            f = frames[k]
+            for i in ti.static(range(self.dim)):
+                x[b, k, p, i], v[b, k, p, i] = xf[b, f, p][i], vf[b, f, p][i]
+                for j in ti.static(range(self.dim)):
+                    C[b, k, p, i, j], F[b, k, p, i, j] = Cf[b, f, p][i, j], Ff[b, f, p][i, j]
+
+    def _read(self, fields, local):
+        idx = np.asarray(local, dtype=np.int32)
+        vec = np.empty((self.B, len(idx), self.P, self.dim), dtype=self.np_dtype)
+        out = [vec, np.empty_like(vec), np.empty(vec.shape + (self.dim,), self.np_dtype),
+               np.empty(vec.shape + (self.dim,), self.np_dtype)]
+        self._frames_out(*fields, idx, *out)
+        return tuple(out)
+
+    def frames(self, local):
+        return self._read((self.x, self.v, self.C, self.F), local)
+
+    def save(self, f):
+        return tuple(a[:, 0] for a in self.frames([f]))
+
+    def frame_grad(self, f):
+        return tuple(a[:, 0] for a in self._read((self.x.grad, self.v.grad, self.C.grad, self.F.grad), [f]))
+
+    @ti.kernel
+    def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), C: ti.types.ndarray(),
+              F: ti.types.ndarray()):
+        for b, p in ti.ndrange(self.B, self.P):
+            for i in ti.static(range(self.dim)):
+                self.x[b, f, p][i], self.v[b, f, p][i] = x[b, p, i], v[b, p, i]
+                for j in ti.static(range(self.dim)):
+                    self.C[b, f, p][i, j], self.F[b, f, p][i, j] = C[b, p, i, j], F[b, p, i, j]
+
+    def load(self, f, state):
+        shapes = [(self.P, self.dim)] * 2 + [(self.P, self.dim, self.dim)] * 2
+        self._load(f, *(np.ascontiguousarray(np.broadcast_to(s, (self.B,) + sh), dtype=self.np_dtype)
+                        for s, sh in zip(state, shapes)))
+
+    @ti.kernel
+    def _seed(self, frames: ti.types.ndarray(), gx: ti.types.ndarray(), gv: ti.types.ndarray(),
+              gC: ti.types.ndarray(), gF: ti.types.ndarray()):
+        for I in ti.grouped(self.x):
+            self.x.grad[I], self.v.grad[I] = self.x.grad[I] * 0, self.v.grad[I] * 0
+            self.C.grad[I], self.F.grad[I] = self.C.grad[I] * 0, self.F.grad[I] * 0
+        for I in ti.grouped(self.act):
+            self.act.grad[I] = 0
+        for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
+            f = frames[k]
+            for i in ti.static(range(self.dim)):
+                self.x.grad[b, f, p][i], self.v.grad[b, f, p][i] = gx[b, k, p, i], gv[b, k, p, i]
+                for j in ti.static(range(self.dim)):
+                    self.C.grad[b, f, p][i, j], self.F.grad[b, f, p][i, j] = gC[b, k, p, i, j], gF[b, k, p, i, j]
+
+    def seed_grads(self, local, grads):
+        """Zero the segment's adjoints, then set the state adjoints at local frames."""
+        self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
+
+    def set_controls(self, u):
+        buf = np.zeros((self.B, self.K, max(self.A, 1)), dtype=self.np_dtype)
+        buf[:, :u.shape[1], :self.A] = u
+        self.act.from_numpy(buf)
+
+    def control_grad(self, n):
+        return self.act.grad.to_numpy()[:, :n, :self.A].astype(np.float64)
+
+    def reset_params(self):
+        self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})
+
+    def set_params(self, params):
+        for name, value in params.items():
+            fld = getattr(self, name)
+            fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))
+
+    def get_params(self):
+        return {k: getattr(self, k).to_numpy().astype(np.float64) for k in self.param_names}
+
+    def zero_param_grads(self):
+        for k in self.param_names:
+            getattr(self, k).grad.fill(0)
+
+    def param_grads(self):
+        return {k: getattr(self, k).grad.to_numpy().astype(np.float64) for k in self.param_names}
+
+    def initial_state(self):
+        """Rest: sampled positions, zero velocity and affine field, F = I; shapes (B, P, ...)."""
+        x = np.broadcast_to(self.x_init, (self.B, self.P, self.dim)).astype(np.float64)
+        eye = np.broadcast_to(np.eye(self.dim), (self.B, self.P, self.dim, self.dim)).copy()
+        return x, np.zeros_like(x), np.zeros_like(eye), eye
