@@ -3,9 +3,10 @@ import gymnasium as gym
 
 from .diff_env import DiffEnv
 from .gym_env import GymEnv, VecEnv
+from .soft_walker import SoftWalkerTask
 from .walker import WalkerTask
 
-TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask}
+TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask}
 
 
 def _env(task_cls):
@@ -31,4 +32,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "TASKS", "make_diff"]

@@ -1,10 +1,10 @@
 """MLS-MPM (quadratic B-splines, APIC) in 2D and 3D, B worlds per launch.
 
-A substep is four stages, in the order they run:
+A substep is four phases, in the order they run, fused in one kernel:
   clear grid -> P2G (deformation update, plastic return, stress, scatter) ->
   grid update (momentum to velocity, gravity, walls with friction) -> G2P.
 Particle state (x, v, C, F) has a frame axis of K+1; the grid is scratch: the reverse of a
-substep recomputes it (clear, P2G, grid update) before running the stages' reverses.
+substep recomputes the substep (restoring its grid) before running its reverse.
 """
 from types import SimpleNamespace
 
@@ -14,10 +14,6 @@ import taichi as ti
 from . import float_dtype, init
 from . import materials as mat
 from .adjoint import Stage
-
-
-def _noop():
-    """The grid clear has no reverse: recomputing it also zeroes the grid's adjoints."""
 
 
 @ti.data_oriented
@@ -108,12 +104,21 @@ class MPM:
         self._tree.destroy()
 
     # ------------------------------------------------------------------ physics
+    # One kernel per substep: its four phases are top-level loops, which Taichi runs in order
+    # (and reverses in order), so a substep costs one launch forward and two in reverse.
+    # (the loops sit in the kernel itself: Taichi's reverse mode refuses any statement
+    # outside a loop, and calling a ti.func with arguments makes one)
     @ti.kernel
-    def _clear_grid(self):
+    def _substep(self, f: ti.i32):
         for I in ti.grouped(self.grid_m):
-            zero = ti.Vector.zero(self.dtype, self.dim)
-            self.grid_m[I], self.grid_m.grad[I] = 0, 0
-            self.grid_mv[I], self.grid_mv.grad[I], self.grid_v.grad[I] = zero, zero, zero
+            self.grid_m[I] = 0
+            self.grid_mv[I] = ti.Vector.zero(self.dtype, self.dim)
+        for b, p in ti.ndrange(self.B, self.P):
+            self._p2g(b, f, p)
+        for I in ti.grouped(self.grid_m):
+            self._grid_update(I)
+        for b, p in ti.ndrange(self.B, self.P):
+            self._g2p(b, f, p)
 
     @ti.func
     def _stencil(self, xp):
@@ -128,46 +133,44 @@ class MPM:
     def _node(self, b, base, off):
         return ti.Vector([b] + [base[d] + off[d] for d in ti.static(range(self.dim))])
 
-    @ti.kernel
-    def _p2g(self, f: ti.i32):
-        for b, p in ti.ndrange(self.B, self.P):
-            m_id, a_id = self.mat_of[p], self.act_of[p]
-            kind = self.kind[m_id]
-            mu, lam = mat.lame(self.E[b, m_id], self.nu[b, m_id])
-            Fp = mat.project(self.kinds, kind, (ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]) @ self.F[b, f, p],
-                             mu, lam, self.yield_stress[b, m_id], self.friction_angle[b, m_id])
-            self.F[b, f + 1, p] = Fp
-            # a muscle stretches along its axis: s * a * F e e^T F^T. Branch-free: Taichi's reverse
-            # mode mishandles a local updated in place inside a branch some particles skip
-            Fe = Fp @ ti.Vector.unit(self.dim, self.cfg.act_axis, self.dtype)
-            a = ti.cast(a_id >= 0, self.dtype) * self.act[b, f, ti.max(a_id, 0)]
-            tau = mat.kirchhoff(self.kinds, kind, Fp, self.C[b, f, p], mu, lam, self.viscosity[b, m_id]) \
-                + self.cfg.act_strength * a * Fe.outer_product(Fe)
-            vol = self.p_vol[p]
-            mass = vol * self.density[m_id]
-            affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
-            base, fx, w = self._stencil(self.x[b, f, p])
-            for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-                weight = 1.0
-                for d in ti.static(range(self.dim)):
-                    weight *= w[off[d], d]
-                I = self._node(b, base, off)
-                self.grid_mv[I] += weight * (mass * self.v[b, f, p] + affine @ ((off - fx) * self.dx))
-                self.grid_m[I] += weight * mass
+    @ti.func
+    def _p2g(self, b, f, p):
+        m_id, a_id = self.mat_of[p], self.act_of[p]
+        kind = self.kind[m_id]
+        mu, lam = mat.lame(self.E[b, m_id], self.nu[b, m_id])
+        Fp = mat.project(self.kinds, kind, (ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]) @ self.F[b, f, p],
+                         mu, lam, self.yield_stress[b, m_id], self.friction_angle[b, m_id])
+        self.F[b, f + 1, p] = Fp
+        # a muscle stretches along its axis: s * a * F e e^T F^T. Branch-free: Taichi's reverse
+        # mode mishandles a local updated in place inside a branch some particles skip
+        Fe = Fp @ ti.Vector.unit(self.dim, self.cfg.act_axis, self.dtype)
+        a = ti.cast(a_id >= 0, self.dtype) * self.act[b, f, ti.max(a_id, 0)]
+        tau = mat.kirchhoff(self.kinds, kind, Fp, self.C[b, f, p], mu, lam, self.viscosity[b, m_id]) \
+            + self.cfg.act_strength * a * Fe.outer_product(Fe)
+        vol = self.p_vol[p]
+        mass = vol * self.density[m_id]
+        affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
+        base, fx, w = self._stencil(self.x[b, f, p])
+        for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
+            weight = 1.0
+            for d in ti.static(range(self.dim)):
+                weight *= w[off[d], d]
+            I = self._node(b, base, off)
+            self.grid_mv[I] += weight * (mass * self.v[b, f, p] + affine @ ((off - fx) * self.dx))
+            self.grid_m[I] += weight * mass
 
-    @ti.kernel
-    def _grid_update(self, f: ti.i32):
-        for I in ti.grouped(self.grid_m):
-            node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
-            v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
-                + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
-            v = v_free
-            for d in ti.static(range(self.dim)):  # walls stop outward motion
-                if node[d] < self.cfg.bound and v[d] < 0:
-                    v[d] = 0.0
-                if node[d] >= self.n - self.cfg.bound and v[d] > 0:
-                    v[d] = 0.0
-            self.grid_v[I] = self._floor_friction(node, v_free, v)
+    @ti.func
+    def _grid_update(self, I):
+        node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
+        v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
+            + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
+        v = v_free
+        for d in ti.static(range(self.dim)):  # walls stop outward motion
+            if node[d] < self.cfg.bound and v[d] < 0:
+                v[d] = 0.0
+            if node[d] >= self.n - self.cfg.bound and v[d] > 0:
+                v[d] = 0.0
+        self.grid_v[I] = self._floor_friction(node, v_free, v)
 
     @ti.func
     def _floor_friction(self, node, v_free, v):
@@ -179,27 +182,26 @@ class MPM:
             out = vt * r / (r - self.cfg.friction * v_free[1])
         return out
 
-    @ti.kernel
-    def _g2p(self, f: ti.i32):
-        for b, p in ti.ndrange(self.B, self.P):
-            base, fx, w = self._stencil(self.x[b, f, p])
-            new_v = ti.Vector.zero(self.dtype, self.dim)
-            new_C = ti.Matrix.zero(self.dtype, self.dim, self.dim)
-            for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-                weight = 1.0
-                for d in ti.static(range(self.dim)):
-                    weight *= w[off[d], d]
-                gv = self.grid_v[self._node(b, base, off)]
-                new_v += weight * gv
-                new_C += 4 / self.dx * weight * gv.outer_product(off - fx)
-            self.v[b, f + 1, p] = new_v
-            self.C[b, f + 1, p] = new_C
-            self.x[b, f + 1, p] = self.x[b, f, p] + self.dt * new_v
+    @ti.func
+    def _g2p(self, b, f, p):
+        base, fx, w = self._stencil(self.x[b, f, p])
+        new_v = ti.Vector.zero(self.dtype, self.dim)
+        new_C = ti.Matrix.zero(self.dtype, self.dim, self.dim)
+        for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
+            weight = 1.0
+            for d in ti.static(range(self.dim)):
+                weight *= w[off[d], d]
+            gv = self.grid_v[self._node(b, base, off)]
+            new_v += weight * gv
+            new_C += 4 / self.dx * weight * gv.outer_product(off - fx)
+        self.v[b, f + 1, p] = new_v
+        self.C[b, f + 1, p] = new_C
+        self.x[b, f + 1, p] = self.x[b, f, p] + self.dt * new_v
 
     # ------------------------------------------------------- adjoint engine contract
     def units(self, n):
-        return [[Stage(self._clear_grid, grad=_noop, recompute=True), Stage(self._p2g, (f,), recompute=True),
-                 Stage(self._grid_update, (f,), recompute=True), Stage(self._g2p, (f,))] for f in range(n)]
+        """Substep f as one stage; its reverse first recomputes it, restoring the scratch grid."""
+        return [[Stage(self._substep, (f,), recompute=True)] for f in range(n)]
 
     @ti.kernel
     def _shift(self, n: ti.i32):
@@ -260,6 +262,10 @@ class MPM:
             self.C.grad[I], self.F.grad[I] = self.C.grad[I] * 0, self.F.grad[I] * 0
         for I in ti.grouped(self.act):
             self.act.grad[I] = 0
+        for I in ti.grouped(self.grid_m):  # the reverse of each substep's clear re-zeroes these
+            self.grid_m.grad[I] = 0
+            self.grid_mv.grad[I] = ti.Vector.zero(self.dtype, self.dim)
+            self.grid_v.grad[I] = ti.Vector.zero(self.dtype, self.dim)
         for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
             f = frames[k]
             for i in ti.static(range(self.dim)):

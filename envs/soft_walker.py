@@ -1,0 +1,107 @@
+"""SoftWalker: DiffTaichi's diffmpm soft robot, MLS-MPM muscles rewarded for moving right."""
+import math
+
+import numpy as np
+import torch
+
+from ..render.canvas import draw_particles
+from ..sims import adjoint, sampling
+from ..sims.mpm import MPM
+from . import config
+
+GROUP_COLORS = np.array([[70, 110, 200], [200, 80, 60], [220, 140, 40], [60, 160, 90], [150, 80, 170]], np.uint8)
+
+
+class SoftWalkerTask:
+    """## Description
+    An elastic body on four legs (configs/soft_walker.yaml), simulated with MLS-MPM. Each
+    leg is a muscle: its action adds an active stress along `act_axis`.
+
+    ## Action space
+    Box(-1, 1, (4,)): muscle activations, held for `substeps` substeps.
+
+    ## Observation space
+    Box(-inf, inf, (2 dim + 2 dim G + phases,)): centre of mass and its velocity, each
+    actuator group's mean position (relative to the centre) and velocity, and sine
+    features of time.
+
+    ## Rewards
+    forward * (centre x velocity) - ctrl * mean(action^2), weights in the config.
+
+    ## Starting state
+    The blocks at rest, F = I.
+
+    ## Episode end
+    Truncated after max_steps env steps; never terminated.
+
+    ## Arguments
+    Any key of configs/soft_walker.yaml; config="file.yaml" reads overrides (a 3D robot:
+    configs/soft_walker_3d.yaml). Unknown keys raise ValueError.
+
+    ## Version history
+    v0: first release.
+    """
+
+    def __init__(self, config_file=None, **overrides):
+        cfg = config.load("soft_walker", config_file, **overrides)
+        config.positive(cfg, "dt", "particle_spacing")
+        config.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
+        self.cfg, self.dim = cfg, int(cfg["dim"])
+        self.substeps, self.max_steps = int(cfg["substeps"]), int(cfg["max_steps"])
+        self.particles = self._particles()
+        self.action_dim = int(self.particles["actuator"].max()) + 1
+        self.groups = self._group_matrix()
+        self.obs_dim = 2 * self.dim + 2 * self.dim * self.action_dim + int(cfg["phases"])
+        self.env_dt = cfg["dt"] * self.substeps
+
+    def _particles(self):
+        c, d = self.cfg, self.dim
+        xs, acts = [], []
+        for i, blk in enumerate(c["blocks"]):
+            if len(blk) != 2 * d + 1:
+                raise ValueError(f"config key 'blocks[{i}]' needs {2 * d + 1} numbers for dim={d}, got {blk}")
+            lo = np.asarray(blk[:d], float) + np.asarray(c["offset"], float)
+            pts = sampling.lattice(lo, lo + np.asarray(blk[d:2 * d], float), c["particle_spacing"])
+            xs.append(pts)
+            acts.append(np.full(len(pts), int(blk[-1])))
+        return {"x": np.concatenate(xs), "actuator": np.concatenate(acts),
+                "vol": np.full(sum(map(len, xs)), c["particle_spacing"] ** d)}
+
+    def _group_matrix(self):
+        act = self.particles["actuator"]
+        m = np.stack([(act == g) / max((act == g).sum(), 1) for g in range(self.action_dim)])
+        return torch.as_tensor(m)
+
+    def make_sim(self, num_worlds):
+        c = self.cfg
+        T = self.substeps * self.max_steps
+        K = int(c["segment"]) or adjoint.default_segment(T)
+        return MPM(self.particles, [c["material"]], num_worlds=num_worlds, n_grid=c["n_grid"], dt=c["dt"],
+                   segment=K, gravity=c["gravity"], friction=c["friction"], act_strength=c["act_strength"],
+                   act_axis=c["act_axis"])
+
+    def initial_state(self, sim, rng):
+        return sim.initial_state()
+
+    def observe(self, state, t):
+        x, v = state[0], state[1]
+        c, cv = x.mean(-2), v.mean(-2)
+        G = self.groups.to(x.dtype)
+        gx = torch.einsum("gp,...pd->...gd", G, x) - c[..., None, :]
+        gv = torch.einsum("gp,...pd->...gd", G, v)
+        j = torch.arange(int(self.cfg["phases"]), dtype=x.dtype)
+        time = torch.as_tensor(t, dtype=x.dtype) * self.env_dt
+        phase = torch.sin(self.cfg["omega"] * time[..., None] + 2 * math.pi * j / max(len(j), 1))
+        phase = phase.expand(*x.shape[:-2], len(j))
+        return torch.cat([c, cv, gx.flatten(-2), gv.flatten(-2), phase], -1)
+
+    def reward(self, prev, state, action):
+        w = self.cfg["reward"]
+        forward = (state[0][..., 0].mean(-1) - prev[0][..., 0].mean(-1)) / self.env_dt
+        return w["forward"] * forward - w["ctrl"] * (action ** 2).mean(-1)
+
+    def draw(self, state, action=None):
+        x = state[0]
+        colors = GROUP_COLORS[np.where(self.particles["actuator"] >= 0, self.particles["actuator"] + 1, 0) % len(GROUP_COLORS)]
+        floor = 3.0 / self.cfg["n_grid"]
+        return draw_particles(x, colors, ground=floor, view=(float(x[:, 0].mean()) - 0.4, floor - 0.05, 1.0))
