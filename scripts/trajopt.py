@@ -21,7 +21,7 @@ DEFAULTS = config.read_yaml("trajopt_walker")
 
 
 def run(cfg_path, methods=None, out=None, iterations=None, progress=True):
-    cfg = config.merge(DEFAULTS, config.read_yaml(cfg_path))
+    cfg = config.merge({**DEFAULTS, "env_config": {}}, config.read_yaml(cfg_path))  # the env checks its own keys
     if cfg["env"] not in TASKS:
         raise ValueError(f"config key 'env': unknown environment {cfg['env']!r}; known: {sorted(TASKS)}")
     task = TASKS[cfg["env"]](**cfg["env_config"])
@@ -46,7 +46,7 @@ def run(cfg_path, methods=None, out=None, iterations=None, progress=True):
     best = max(results, key=lambda m: results[m]["best_return"])
     _plot(results, os.path.join(out, "curves.png"), cfg["env"])
     write_gif(os.path.join(out, "best.gif"), trajopt.replay_frames(task, results[best]["best_actions"], cfg["seed"]))
-    summary = {"env": cfg["env"], "env_config": cfg["env_config"], "seed": cfg["seed"], "best_method": best,
+    summary = {"env": cfg["env"], "out": out, "env_config": cfg["env_config"], "seed": cfg["seed"], "best_method": best,
                "substeps_per_episode": task.substeps * task.max_steps,
                "methods": {m: {"best_return": r["best_return"], "final_return": r["curve"][-1][1],
                                "simulated_substeps": r["curve"][-1][0], "seconds": round(r["seconds"], 2),
@@ -80,7 +80,7 @@ def main():
     s = run(a.config, a.method, a.out, a.iterations)
     for m, r in s["methods"].items():
         print(f"{m:>7}: best return {r['best_return']:8.3f} after {r['simulated_substeps']:>9,} substeps ({r['seconds']} s)")
-    print(f"outputs in {a.out or config.merge(DEFAULTS, config.read_yaml(a.config))['out']}/")
+    print(f"outputs in {s['out']}/")
 
 
 if __name__ == "__main__":
