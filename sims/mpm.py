@@ -164,23 +164,17 @@ class MPM:
         node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
         v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
             + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
+        # walls stop outward motion; the floor also applies smoothed Coulomb friction
+        # (branch-free selects: Taichi's reverse mode mishandles locals assigned in branches)
         v = v_free
-        for d in ti.static(range(self.dim)):  # walls stop outward motion
-            if node[d] < self.cfg.bound and v[d] < 0:
-                v[d] = 0.0
-            if node[d] >= self.n - self.cfg.bound and v[d] > 0:
-                v[d] = 0.0
-        self.grid_v[I] = self._floor_friction(node, v_free, v)
-
-    @ti.func
-    def _floor_friction(self, node, v_free, v):
-        """Smoothed Coulomb friction where the floor stopped a downward velocity."""
-        out = v
-        if node[1] < self.cfg.bound and v_free[1] < 0:
-            vt = v - v[1] * ti.Vector.unit(self.dim, 1, self.dtype)
-            r = ti.sqrt(vt.dot(vt) + 1e-6)
-            out = vt * r / (r - self.cfg.friction * v_free[1])
-        return out
+        for d in ti.static(range(self.dim)):
+            out = (node[d] < self.cfg.bound and v_free[d] < 0) or (node[d] >= self.n - self.cfg.bound and v_free[d] > 0)
+            v[d] = ti.select(out, 0.0, v_free[d])
+        on_floor = node[1] < self.cfg.bound and v_free[1] < 0
+        r = ti.sqrt(v.dot(v) + 1e-6)
+        slowed = v * r / (r - self.cfg.friction * ti.min(v_free[1], 0.0))
+        for d in ti.static(range(self.dim)):
+            self.grid_v[I][d] = ti.select(on_floor, slowed[d], v[d])
 
     @ti.func
     def _g2p(self, b, f, p):
