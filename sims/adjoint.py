@@ -131,6 +131,8 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
     sim.set_params(tape.params)
     sim.zero_param_grads()
     carry = [np.zeros_like(s, dtype=np.float64) for s in tape.get(0)]
+    pad = lambda g: None if g is None else list(g) + [None] * (len(carry) - len(g))  # trailing Nones optional
+    grad_final, grad_outputs = pad(grad_final), pad(grad_outputs)
     if grad_final is not None:
         carry = [c + (0 if g is None else np.asarray(g, dtype=np.float64)) for c, g in zip(carry, grad_final)]
     grad_u = np.zeros(tape.controls.shape, dtype=np.float64)

@@ -12,17 +12,18 @@ import numpy as np
 import taichi as ti
 
 from . import float_dtype, init
+from . import colliders as col
 from . import materials as mat
 from .adjoint import Stage
 
 
 @ti.data_oriented
 class MPM:
-    state_names = ("x", "v", "C", "F")
+    state_names = ("x", "v", "C", "F", "pose")
     param_names = tuple(mat.PARAMS)
 
     def __init__(self, particles, materials, num_worlds=1, n_grid=64, dt=1e-3, segment=32,
-                 gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1):
+                 gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1, colliders=None):
         init()
         x = np.asarray(particles["x"], dtype=np.float64)
         self.P, self.dim = x.shape
@@ -35,7 +36,12 @@ class MPM:
         self.x_init = x
         self.material_id = np.asarray(particles.get("material", np.zeros(self.P)), dtype=np.int32)
         self.actuator_id = np.asarray(particles.get("actuator", -np.ones(self.P)), dtype=np.int32)
-        self.A = int(self.actuator_id.max()) + 1 if self.P else 0
+        # actions: one per muscle group, then each collider's linear and angular velocity
+        self.A_muscles = int(self.actuator_id.max()) + 1 if self.P else 0
+        self.colliders, self.pose_init = col.parse(colliders, self.dim, self.dx)
+        self.NC, self.pose_dim = len(self.colliders), self.pose_init.shape[1]
+        self.vel_dim = self.dim + (1 if self.dim == 2 else 3)
+        self.A = self.A_muscles + self.NC * self.vel_dim
         self.vol = np.asarray(particles.get("vol", np.full(self.P, (0.5 * self.dx) ** self.dim)), dtype=np.float64)
         self._check(x)
         self.dtype = float_dtype()
@@ -80,6 +86,8 @@ class MPM:
         self.C, self.F = (ti.Matrix.field(D, D, dt, needs_grad=True) for _ in range(2))
         fb.dense(ti.ijk, (B, K + 1, P)).place(self.x, self.v, self.C, self.F,
                                                self.x.grad, self.v.grad, self.C.grad, self.F.grad)
+        self.pose = ti.Vector.field(self.pose_dim, dt, needs_grad=True)  # a dummy row when no collider
+        fb.dense(ti.ijk, (B, K + 1, max(self.NC, 1))).place(self.pose, self.pose.grad)
         self.grid_mv, self.grid_v = (ti.Vector.field(D, dt, needs_grad=True) for _ in range(2))
         self.grid_m = ti.field(dt, needs_grad=True)
         grid = fb.dense(ti.axes(*range(D + 1)), (B,) + (self.n,) * D)
@@ -110,15 +118,24 @@ class MPM:
     # outside a loop, and calling a ti.func with arguments makes one)
     @ti.kernel
     def _substep(self, f: ti.i32):
+        for b, c in ti.ndrange(self.B, max(self.NC, 1)):
+            self.pose[b, f + 1, c] = col.advance(self.pose[b, f, c], self._velocity(b, f, c), self.dt)
         for I in ti.grouped(self.grid_m):
             self.grid_m[I] = 0
             self.grid_mv[I] = ti.Vector.zero(self.dtype, self.dim)
         for b, p in ti.ndrange(self.B, self.P):
             self._p2g(b, f, p)
         for I in ti.grouped(self.grid_m):
-            self._grid_update(I)
+            self._grid_update(I, f)
         for b, p in ti.ndrange(self.B, self.P):
             self._g2p(b, f, p)
+
+    @ti.func
+    def _velocity(self, b, f, c):
+        """Collider c's (linear, angular) velocity from the actions; zero for the dummy row."""
+        on = ti.cast(c < self.NC, self.dtype)
+        return ti.Vector([on * self.act[b, f, ti.min(self.A_muscles + c * self.vel_dim + i, max(self.A, 1) - 1)]
+                          for i in ti.static(range(self.vel_dim))])
 
     @ti.func
     def _stencil(self, xp):
@@ -160,7 +177,7 @@ class MPM:
             self.grid_m[I] += weight * mass
 
     @ti.func
-    def _grid_update(self, I):
+    def _grid_update(self, I, f):
         node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
         v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
             + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
@@ -173,8 +190,14 @@ class MPM:
         on_floor = node[1] < self.cfg.bound and v_free[1] < 0
         r = ti.sqrt(v.dot(v) + 1e-6)
         slowed = v * r / (r - self.cfg.friction * ti.min(v_free[1], 0.0))
+        vg = v * 0
         for d in ti.static(range(self.dim)):
-            self.grid_v[I][d] = ti.select(on_floor, slowed[d], v[d])
+            vg[d] = ti.select(on_floor, slowed[d], v[d])
+        b = I[0]
+        for c in ti.static(range(self.NC)):
+            vg = col.contact(self.colliders[c], self.pose[b, f, c], self._velocity(b, f, c),
+                             node * self.dx, vg, 0.5 * self.dx)
+        self.grid_v[I] = vg
 
     @ti.func
     def _g2p(self, b, f, p):
@@ -202,14 +225,19 @@ class MPM:
         for b, p in ti.ndrange(self.B, self.P):
             self.x[b, 0, p], self.v[b, 0, p] = self.x[b, n, p], self.v[b, n, p]
             self.C[b, 0, p], self.F[b, 0, p] = self.C[b, n, p], self.F[b, n, p]
+        for b, c in ti.ndrange(self.B, max(self.NC, 1)):
+            self.pose[b, 0, c] = self.pose[b, n, c]
 
     def shift(self, n):
         self._shift(n)
 
     @ti.kernel
     def _frames_out(self, xf: ti.template(), vf: ti.template(), Cf: ti.template(), Ff: ti.template(),
-                    frames: ti.types.ndarray(), x: ti.types.ndarray(), v: ti.types.ndarray(),
-                    C: ti.types.ndarray(), F: ti.types.ndarray()):
+                    posef: ti.template(), frames: ti.types.ndarray(), x: ti.types.ndarray(),
+                    v: ti.types.ndarray(), C: ti.types.ndarray(), F: ti.types.ndarray(), pose: ti.types.ndarray()):
+        for b, k, c in ti.ndrange(self.B, frames.shape[0], max(self.NC, 1)):
+            for i in ti.static(range(self.pose_dim)):
+                pose[b, k, c, i] = posef[b, frames[k], c][i]
         for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
             f = frames[k]
             for i in ti.static(range(self.dim)):
@@ -221,22 +249,27 @@ class MPM:
         idx = np.asarray(local, dtype=np.int32)
         vec = np.empty((self.B, len(idx), self.P, self.dim), dtype=self.np_dtype)
         out = [vec, np.empty_like(vec), np.empty(vec.shape + (self.dim,), self.np_dtype),
-               np.empty(vec.shape + (self.dim,), self.np_dtype)]
+               np.empty(vec.shape + (self.dim,), self.np_dtype),
+               np.empty((self.B, len(idx), max(self.NC, 1), self.pose_dim), self.np_dtype)]
         self._frames_out(*fields, idx, *out)
         return tuple(out)
 
     def frames(self, local):
-        return self._read((self.x, self.v, self.C, self.F), local)
+        return self._read((self.x, self.v, self.C, self.F, self.pose), local)
 
     def save(self, f):
         return tuple(a[:, 0] for a in self.frames([f]))
 
     def frame_grad(self, f):
-        return tuple(a[:, 0] for a in self._read((self.x.grad, self.v.grad, self.C.grad, self.F.grad), [f]))
+        fields = (self.x.grad, self.v.grad, self.C.grad, self.F.grad, self.pose.grad)
+        return tuple(a[:, 0] for a in self._read(fields, [f]))
 
     @ti.kernel
     def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), C: ti.types.ndarray(),
-              F: ti.types.ndarray()):
+              F: ti.types.ndarray(), pose: ti.types.ndarray()):
+        for b, c in ti.ndrange(self.B, max(self.NC, 1)):
+            for i in ti.static(range(self.pose_dim)):
+                self.pose[b, f, c][i] = pose[b, c, i]
         for b, p in ti.ndrange(self.B, self.P):
             for i in ti.static(range(self.dim)):
                 self.x[b, f, p][i], self.v[b, f, p][i] = x[b, p, i], v[b, p, i]
@@ -244,13 +277,15 @@ class MPM:
                     self.C[b, f, p][i, j], self.F[b, f, p][i, j] = C[b, p, i, j], F[b, p, i, j]
 
     def load(self, f, state):
-        shapes = [(self.P, self.dim)] * 2 + [(self.P, self.dim, self.dim)] * 2
+        shapes = [(self.P, self.dim)] * 2 + [(self.P, self.dim, self.dim)] * 2 + [(max(self.NC, 1), self.pose_dim)]
         self._load(f, *(np.ascontiguousarray(np.broadcast_to(s, (self.B,) + sh), dtype=self.np_dtype)
                         for s, sh in zip(state, shapes)))
 
     @ti.kernel
     def _seed(self, frames: ti.types.ndarray(), gx: ti.types.ndarray(), gv: ti.types.ndarray(),
-              gC: ti.types.ndarray(), gF: ti.types.ndarray()):
+              gC: ti.types.ndarray(), gF: ti.types.ndarray(), gpose: ti.types.ndarray()):
+        for I in ti.grouped(self.pose):
+            self.pose.grad[I] = self.pose.grad[I] * 0
         for I in ti.grouped(self.x):
             self.x.grad[I], self.v.grad[I] = self.x.grad[I] * 0, self.v.grad[I] * 0
             self.C.grad[I], self.F.grad[I] = self.C.grad[I] * 0, self.F.grad[I] * 0
@@ -266,6 +301,9 @@ class MPM:
                 self.x.grad[b, f, p][i], self.v.grad[b, f, p][i] = gx[b, k, p, i], gv[b, k, p, i]
                 for j in ti.static(range(self.dim)):
                     self.C.grad[b, f, p][i, j], self.F.grad[b, f, p][i, j] = gC[b, k, p, i, j], gF[b, k, p, i, j]
+        for b, k, c in ti.ndrange(self.B, frames.shape[0], max(self.NC, 1)):
+            for i in ti.static(range(self.pose_dim)):
+                self.pose.grad[b, frames[k], c][i] = gpose[b, k, c, i]
 
     def seed_grads(self, local, grads):
         """Zero the segment's adjoints, then set the state adjoints at local frames."""
@@ -298,7 +336,9 @@ class MPM:
         return {k: getattr(self, k).grad.to_numpy().astype(np.float64) for k in self.param_names}
 
     def initial_state(self):
-        """Rest: sampled positions, zero velocity and affine field, F = I; shapes (B, P, ...)."""
+        """Rest: sampled positions, zero velocity and affine field, F = I, colliders at their
+        configured poses (one all-zero row when there is none); shapes (B, P or colliders, ...)."""
         x = np.broadcast_to(self.x_init, (self.B, self.P, self.dim)).astype(np.float64)
         eye = np.broadcast_to(np.eye(self.dim), (self.B, self.P, self.dim, self.dim)).copy()
-        return x, np.zeros_like(x), np.zeros_like(eye), eye
+        pose = self.pose_init if self.NC else np.zeros((1, self.pose_dim))
+        return x, np.zeros_like(x), np.zeros_like(eye), eye, np.broadcast_to(pose, (self.B,) + pose.shape).copy()

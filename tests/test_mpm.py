@@ -24,21 +24,21 @@ def _block(dim=2, spacing=1 / 64):
 def _problem(sim, T, seed=0):
     """Loss on final positions and velocities from a perturbed, moving start."""
     rng = np.random.default_rng(seed)
-    x0, v0, C0, F0 = sim.initial_state()
+    x0, v0, C0, F0, pose0 = sim.initial_state()
     p = dict(x0=x0, v0=v0 + 0.3 * rng.standard_normal(v0.shape), F0=F0 + 0.05 * rng.standard_normal(F0.shape),
              u=rng.uniform(-1, 1, (sim.B, T, sim.A)), **sim.get_params())
     w = rng.standard_normal(x0.shape)
 
     def run(q):
         params = {k: q[k] for k in sim.param_names}
-        return adjoint.forward(sim, (q["x0"], q["v0"], C0, q["F0"]), q["u"], params)
+        return adjoint.forward(sim, (q["x0"], q["v0"], C0, q["F0"], pose0), q["u"], params)
 
     def loss(q):
         _, fin, _ = run(q)
         return float((fin[0] * w).sum() + (fin[1] ** 2).sum())
 
     _, fin, tape = run(p)
-    (gx, gv, _, gF), gu, gp = adjoint.backward(sim, tape, None, [w, 2 * fin[1], None, None])
+    (gx, gv, _, gF, _), gu, gp = adjoint.backward(sim, tape, None, [w, 2 * fin[1], None, None])
     return loss, p, dict(x0=gx, v0=gv, F0=gF, u=gu, **gp)
 
 
@@ -83,7 +83,7 @@ def test_polar_and_strain_gradients_are_finite_at_identity():
     """F = I exactly (repeated singular values): forward from rest must give finite gradients."""
     sim = MPM(_block(), [MATERIALS["plasticine"]], n_grid=32, dt=1e-3, segment=4)
     _, fin, tape = adjoint.forward(sim, sim.initial_state(), np.zeros((1, 4, sim.A)))
-    (gx, gv, gC, gF), gu, gp = adjoint.backward(sim, tape, None, [np.ones_like(fin[0]), None, None, np.ones_like(fin[3])])
+    (gx, gv, gC, gF, _), gu, gp = adjoint.backward(sim, tape, None, [np.ones_like(fin[0]), None, None, np.ones_like(fin[3])])
     assert all(np.isfinite(a).all() for a in (gx, gv, gC, gF, gu)) and np.isfinite(gp["E"]).all()
     assert np.abs(gF).sum() > 0
     sim.free()
@@ -97,7 +97,7 @@ def test_checkpointed_equals_store_all_over_4000_substeps():
     for K in (64, T):
         sim = MPM(parts, [MATERIALS["neo_hookean"]], n_grid=16, dt=2e-3, segment=K, act_strength=20.0)
         _, fin, tape = adjoint.forward(sim, sim.initial_state(), u, hold=50, store="disk" if K < T else "memory")
-        (gx, gv, gC, gF), gu, gp = adjoint.backward(sim, tape, None, [np.ones_like(fin[0]), None, None, None])
+        (gx, gv, gC, gF, _), gu, gp = adjoint.backward(sim, tape, None, [np.ones_like(fin[0]), None, None, None])
         grads.append((fin[0], np.concatenate([gx.ravel(), gF.ravel(), gu.ravel(), gp["E"].ravel()])))
         sim.free()
     (x_ck, g_ck), (x_all, g_all) = grads
@@ -108,7 +108,7 @@ def test_checkpointed_equals_store_all_over_4000_substeps():
 
 def test_block_falls_and_rests_on_floor():
     sim = MPM(_block(spacing=1 / 32), [MATERIALS["neo_hookean"]], n_grid=32, dt=1e-3, segment=100)
-    _, (x, v, _, F), _ = adjoint.forward(sim, sim.initial_state(), np.zeros((1, 1500, sim.A)))
+    _, (x, v, _, F, _), _ = adjoint.forward(sim, sim.initial_state(), np.zeros((1, 1500, sim.A)))
     assert np.isfinite(x).all() and x[..., 1].min() < 0.3 and x[..., 1].min() > 3 / 32 - 1e-3
     assert np.abs(v).max() < 0.2
     sim.free()
@@ -148,15 +148,15 @@ def test_gradient_through_floor_contact_with_friction():
     sim = MPM({"x": x, "actuator": np.where(x[:, 0] > 0.375, 0, -1)}, [MATERIALS["neo_hookean"]],
               n_grid=32, dt=1e-3, segment=10, friction=0.5)
     rng = np.random.default_rng(0)
-    x0, v0, C0, F0 = sim.initial_state()
+    x0, v0, C0, F0, pose0 = sim.initial_state()
     p = dict(v0=v0 + [0.5, -1.0], u=rng.uniform(-1, 1, (1, 40, 1)), E=sim.get_params()["E"])
     w = rng.standard_normal(x0.shape)
 
     def run(q):
-        return adjoint.forward(sim, (x0, q["v0"], C0, F0), q["u"], {**sim.get_params(), "E": q["E"]})
+        return adjoint.forward(sim, (x0, q["v0"], C0, F0, pose0), q["u"], {**sim.get_params(), "E": q["E"]})
     _, fin, tape = run(p)
     assert fin[0][..., 1].min() < 0.1  # it reached the floor (3 cells = 0.094)
-    (_, gv, _, _), gu, gp = adjoint.backward(sim, tape, None, [w, None, None, None])
+    (_, gv, _, _, _), gu, gp = adjoint.backward(sim, tape, None, [w, None, None, None])
     loss = lambda q: float((run({**p, **q})[1][0] * w).sum())
     gradcheck.assert_close(loss, {k: p[k] for k in ("v0", "u", "E")}, {"v0": gv, "u": gu, "E": gp["E"]}, rtol=1e-5)
     sim.free()
