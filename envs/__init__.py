@@ -3,10 +3,19 @@ import gymnasium as gym
 
 from .diff_env import DiffEnv
 from .gym_env import GymEnv, VecEnv
+from .plasticine import PlasticineTask
 from .soft_walker import SoftWalkerTask
 from .walker import WalkerTask
 
-TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask}
+
+
+def _pinch(config=None, **overrides):
+    """PlasticinePinch-v0: the plasticine task with configs/plasticine_pinch.yaml by default."""
+    return PlasticineTask(config or "plasticine_pinch", **overrides)
+
+
+TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask,
+         "diffsuite/PlasticinePress-v0": PlasticineTask, "diffsuite/PlasticinePinch-v0": _pinch}
 
 
 def _env(task_cls):
@@ -32,4 +41,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "PlasticineTask", "TASKS", "make_diff"]

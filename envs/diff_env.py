@@ -1,8 +1,9 @@
 """The differentiable face of an environment: batched torch tensors in and out.
 
 A task object supplies the physics and the rules (Brax style, physics never lives here):
-make_sim(num_worlds), initial_state(sim, rng), observe(state, t), reward(prev, state,
-action), action_dim, obs_dim, substeps, max_steps. Gradients flow from observations and
+make_sim(num_worlds), initial_state(sim, rng), to_sim(action) (actions to simulator
+controls), observe(state, t), reward(prev, state, action), action_dim, obs_dim, substeps,
+max_steps. Gradients flow from observations and
 rewards to actions, to the state passed to reset(), and to `env.params`.
 """
 import numpy as np
@@ -43,7 +44,7 @@ class DiffEnv:
         if tuple(action.shape) != (self.num_envs, self.task.action_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.task.action_dim)}, got {tuple(action.shape)}")
         prev = self.state
-        self.state = torch_ops.step(self.sim, prev, action, self.params, self.task.substeps)
+        self.state = torch_ops.step(self.sim, prev, self.task.to_sim(action), self.params, self.task.substeps)
         self.t += 1
         obs = self.task.observe(self.state, self.t)
         reward = self.task.reward(prev, self.state, action)

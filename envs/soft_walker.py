@@ -80,6 +80,10 @@ class SoftWalkerTask:
                    segment=K, gravity=c["gravity"], friction=c["friction"], act_strength=c["act_strength"],
                    act_axis=c["act_axis"])
 
+    def to_sim(self, action):
+        """Actions are the simulator's controls as they are."""
+        return action
+
     def initial_state(self, sim, rng):
         return sim.initial_state()
 

@@ -14,7 +14,7 @@ from .diff_env import DiffEnv
 
 def episode_return(task, sim, state0, actions, params=None):
     """Sum of rewards of open-loop actions (B, steps, A) from state0, checkpointed."""
-    states, _ = torch_ops.rollout(sim, state0, params, actions, substeps=task.substeps)
+    states, _ = torch_ops.rollout(sim, state0, params, task.to_sim(actions), substeps=task.substeps)
     prev = tuple(torch.cat([s0[:, None], s[:, :-1]], 1) for s0, s in zip(state0, states))
     return task.reward(prev, states, actions).sum(1)
 

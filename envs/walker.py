@@ -64,6 +64,10 @@ class WalkerTask:
         return MassSpring(self.design, num_worlds=num_worlds, dt=c["dt"], segment=max(K, 1),
                           gravity=c["gravity"], damping=c["damping"], ground=c["ground"])
 
+    def to_sim(self, action):
+        """Actions are the simulator's controls as they are."""
+        return action
+
     def initial_state(self, sim, rng):
         x, v = sim.initial_state()
         return x + self.cfg["init_noise"] * rng.standard_normal((sim.B, 1, self.dim)), v

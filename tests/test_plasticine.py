@@ -1,0 +1,59 @@
+"""PlasticinePress-v0 and PlasticinePinch-v0: faces, shape distance, gradients (coarse)."""
+import gymnasium as gym
+from gymnasium.utils.env_checker import check_env
+import numpy as np
+import pytest
+import torch
+
+from diffsuite.envs import PlasticineTask, make_diff
+
+COARSE = dict(particle_spacing=1 / 40, max_steps=3, substeps=5)
+
+
+@pytest.mark.parametrize("name, tools", [("PlasticinePress", 1), ("PlasticinePinch", 2)])
+def test_gym_face_and_render(name, tools):
+    env = gym.make(f"diffsuite/{name}-v0", render_mode="rgb_array", **COARSE)
+    check_env(env.unwrapped, skip_render_check=False)
+    assert env.action_space.shape == (3 * tools,)
+    env.reset(seed=0)
+    assert env.render().std() > 10
+
+
+def test_shape_distance_is_zero_on_target_and_grows_with_offset():
+    task = PlasticineTask()
+    t = task.target.clone()
+    d0 = task.distance(t[None])
+    assert d0.item() < 0.02 * task.distance((t + 0.05)[None]).item()
+    assert task.distance((t + 0.02)[None]).item() < task.distance((t + 0.05)[None]).item()
+
+
+def test_pressing_down_flattens_toward_the_target():
+    env = make_diff("diffsuite/PlasticinePress-v0", num_envs=1, **{**COARSE, "max_steps": 12})
+    env.reset()
+    total = 0
+    for _ in range(12):
+        _, r, *_ = env.step(torch.tensor([[0.0, -1.0, 0.0]]))
+        total += r.item()
+    assert total > 0  # the distance to the flat target shrank
+
+
+def test_diff_face_passes_gradcheck():
+    env = make_diff("diffsuite/PlasticinePress-v0", num_envs=1, **COARSE)
+    g = torch.Generator().manual_seed(0)
+    acts = (torch.tensor([0.1, -1.0, 0.3]) + 0.2 * torch.rand(1, 3, 3, generator=g)).double().requires_grad_()
+    ys = env.params["yield_stress"].clone().requires_grad_()
+
+    def episode(a, y):
+        env.params["yield_stress"] = y
+        env.reset()
+        total = 0
+        for t in range(3):
+            obs, r, *_ = env.step(a[:, t])
+            total = total + r.sum() + obs.sum()
+        return total
+    assert torch.autograd.gradcheck(episode, (acts, ys), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_max_speed_is_named():
+    with pytest.raises(ValueError, match="'max_speed' needs 3 numbers"):
+        PlasticineTask(max_speed=[1.0, 1.0])
