@@ -3,19 +3,22 @@ import gymnasium as gym
 
 from .diff_env import DiffEnv
 from .gym_env import GymEnv, VecEnv
-from .plasticine import PlasticineTask
+from .shaping import ShapingTask
 from .soft_walker import SoftWalkerTask
 from .walker import WalkerTask
 
 
 
-def _pinch(config=None, **overrides):
-    """PlasticinePinch-v0: the plasticine task with configs/plasticine_pinch.yaml by default."""
-    return PlasticineTask(config or "plasticine_pinch", **overrides)
+def _shaping(default):
+    def make(config=None, **overrides):
+        return ShapingTask(config or default, **overrides)
+    make.__doc__ = f"ShapingTask with configs/{default}.yaml unless another config is given."
+    return make
 
 
 TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask,
-         "diffsuite/PlasticinePress-v0": PlasticineTask, "diffsuite/PlasticinePinch-v0": _pinch}
+         "diffsuite/PlasticinePress-v0": ShapingTask, "diffsuite/PlasticinePinch-v0": _shaping("plasticine_pinch"),
+         "diffsuite/SandSpread-v0": _shaping("sand_spread")}
 
 
 def _env(task_cls):
@@ -41,4 +44,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "PlasticineTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "TASKS", "make_diff"]

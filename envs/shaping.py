@@ -1,4 +1,6 @@
-"""PlasticinePress / PlasticinePinch: shape plasticine with kinematic tools (PlasticineLab-style)."""
+"""Shaping tasks: deform plasticine or sand into a target shape with kinematic tools (PlasticineLab-style).
+
+PlasticinePress-v0, PlasticinePinch-v0 and SandSpread-v0 are this task with different configs."""
 import numpy as np
 import torch
 
@@ -8,10 +10,11 @@ from ..sims.mpm import MPM
 from . import config
 
 
-class PlasticineTask:
+class ShapingTask:
     """## Description
-    A plasticine block on the floor and one or more rigid tools (configs/plasticine_press.yaml,
-    configs/plasticine_pinch.yaml). Deform the block into the target shape.
+    A block of plasticine or sand on the floor and one or more rigid tools
+    (configs/plasticine_press.yaml, plasticine_pinch.yaml, sand_spread.yaml). Deform the
+    block into the target shape.
 
     ## Action space
     Box(-1, 1, (3 * tools,)) in 2D: each tool's x, y and angular velocity, scaled by
@@ -33,8 +36,9 @@ class PlasticineTask:
     Truncated after max_steps env steps; never terminated.
 
     ## Arguments
-    Any key of configs/plasticine_press.yaml; config="configs/plasticine_pinch.yaml" (the
-    Pinch env's default) reads overrides from a file. Unknown keys raise ValueError.
+    Any key of configs/plasticine_press.yaml (the defaults); config="plasticine_pinch" or
+    "sand_spread" (the other envs' files) or a path reads overrides. Unknown keys raise
+    ValueError.
 
     ## Version history
     v0: first release.

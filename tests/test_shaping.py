@@ -1,16 +1,16 @@
-"""PlasticinePress-v0 and PlasticinePinch-v0: faces, shape distance, gradients (coarse)."""
+"""Shaping envs (PlasticinePress, PlasticinePinch, SandSpread): faces, shape distance, gradients (coarse)."""
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 import numpy as np
 import pytest
 import torch
 
-from diffsuite.envs import PlasticineTask, make_diff
+from diffsuite.envs import ShapingTask, make_diff
 
 COARSE = dict(particle_spacing=1 / 40, max_steps=3, substeps=5)
 
 
-@pytest.mark.parametrize("name, tools", [("PlasticinePress", 1), ("PlasticinePinch", 2)])
+@pytest.mark.parametrize("name, tools", [("PlasticinePress", 1), ("PlasticinePinch", 2), ("SandSpread", 1)])
 def test_gym_face_and_render(name, tools):
     env = gym.make(f"diffsuite/{name}-v0", render_mode="rgb_array", **COARSE)
     check_env(env.unwrapped, skip_render_check=False)
@@ -20,7 +20,7 @@ def test_gym_face_and_render(name, tools):
 
 
 def test_shape_distance_is_zero_on_target_and_grows_with_offset():
-    task = PlasticineTask()
+    task = ShapingTask()
     t = task.target.clone()
     d0 = task.distance(t[None])
     assert d0.item() < 0.02 * task.distance((t + 0.05)[None]).item()
@@ -56,4 +56,4 @@ def test_diff_face_passes_gradcheck():
 
 def test_bad_max_speed_is_named():
     with pytest.raises(ValueError, match="'max_speed' needs 3 numbers"):
-        PlasticineTask(max_speed=[1.0, 1.0])
+        ShapingTask(max_speed=[1.0, 1.0])
