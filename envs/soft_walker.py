@@ -1,6 +1,4 @@
 """SoftWalker: DiffTaichi's diffmpm soft robot, MLS-MPM muscles rewarded for moving right."""
-import math
-
 import numpy as np
 import torch
 
@@ -8,6 +6,7 @@ from ..render.canvas import draw_particles
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config
+from .locomotion import forward_reward, phase_features
 
 GROUP_COLORS = np.array([[70, 110, 200], [200, 80, 60], [220, 140, 40], [60, 160, 90], [150, 80, 170]], np.uint8)
 
@@ -93,16 +92,11 @@ class SoftWalkerTask:
         G = self.groups.to(x.dtype)
         gx = torch.einsum("gp,...pd->...gd", G, x) - c[..., None, :]
         gv = torch.einsum("gp,...pd->...gd", G, v)
-        j = torch.arange(int(self.cfg["phases"]), dtype=x.dtype)
-        time = torch.as_tensor(t, dtype=x.dtype) * self.env_dt
-        phase = torch.sin(self.cfg["omega"] * time[..., None] + 2 * math.pi * j / max(len(j), 1))
-        phase = phase.expand(*x.shape[:-2], len(j))
+        phase = phase_features(t, self.env_dt, self.cfg["omega"], self.cfg["phases"], x)
         return torch.cat([c, cv, gx.flatten(-2), gv.flatten(-2), phase], -1)
 
     def reward(self, prev, state, action):
-        w = self.cfg["reward"]
-        forward = (state[0][..., 0].mean(-1) - prev[0][..., 0].mean(-1)) / self.env_dt
-        return w["forward"] * forward - w["ctrl"] * (action ** 2).mean(-1)
+        return forward_reward(prev[0], state[0], action, self.env_dt, self.cfg["reward"])
 
     def draw(self, state, action=None):
         x = state[0]

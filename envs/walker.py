@@ -1,6 +1,4 @@
 """MassSpringWalker: a mass-spring robot rewarded for moving its centre of mass right."""
-import math
-
 import numpy as np
 import torch
 
@@ -8,6 +6,7 @@ from ..render.canvas import draw_mass_spring
 from ..sims import adjoint, designs
 from ..sims.mass_spring import MassSpring
 from . import config
+from .locomotion import forward_reward, phase_features
 
 
 class WalkerTask:
@@ -76,16 +75,11 @@ class WalkerTask:
         """Works on any leading shape: x, v of shape (..., N, dim), t an int or tensor."""
         x, v = state
         c, cv = x.mean(-2), v.mean(-2)
-        j = torch.arange(int(self.cfg["phases"]), dtype=x.dtype)
-        time = torch.as_tensor(t, dtype=x.dtype) * self.env_dt
-        phase = torch.sin(self.cfg["omega"] * time[..., None] + 2 * math.pi * j / max(len(j), 1))
-        phase = phase.expand(*x.shape[:-2], len(j))
+        phase = phase_features(t, self.env_dt, self.cfg["omega"], self.cfg["phases"], x)
         return torch.cat([(x - c[..., None, :]).flatten(-2), v.flatten(-2), c[..., 1:2], cv, phase], -1)
 
     def reward(self, prev, state, action):
-        w = self.cfg["reward"]
-        forward = (state[0][..., 0].mean(-1) - prev[0][..., 0].mean(-1)) / self.env_dt
-        return w["forward"] * forward - w["ctrl"] * (action ** 2).mean(-1)
+        return forward_reward(prev[0], state[0], action, self.env_dt, self.cfg["reward"])
 
     def draw(self, state, action=None):
         x = state[0]
