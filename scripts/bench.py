@@ -1,8 +1,9 @@
 """Benchmarks of the mass-spring walker (walker_a): throughput, forward vs backward time,
 peak memory (checkpointed vs store-all), gradient error, and DiffTaichi's mass_spring
-problem side by side.
+problem side by side; then MLS-MPM (`--mpm`, on by default): particle-substeps/s in 2D and
+3D with compile times, peak memory against horizon, and DiffTaichi's diffmpm side by side.
 
-    python scripts/bench.py [--quick] [--out outputs/bench.json] [--arch cpu]
+    python scripts/bench.py [--quick] [--no-mpm] [--cold-3d] [--out outputs/bench.json] [--arch cpu]
 
 Writes JSON to --out and the printed plain-text table next to it (same name, .md).
 Taichi starts once per process, so the runs that need float64 or a clean memory figure
@@ -18,6 +19,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from importlib.resources import files
@@ -27,8 +29,9 @@ import taichi as ti
 import yaml
 from tqdm import tqdm
 
-from diffsuite.sims import adjoint, designs, gradcheck, init
+from diffsuite.sims import adjoint, designs, gradcheck, init, sampling
 from diffsuite.sims.mass_spring import MassSpring
+from diffsuite.sims.mpm import MPM
 
 MB = 2.0 ** 20
 HOLD = 10  # substeps per action, as in MassSpringWalker's env steps (the reference row holds 1)
@@ -41,6 +44,33 @@ DIFFTAICHI = dict(s_per_iter=[0.37, 0.41], peak_rss_mb=185.0,
                   note="DiffTaichi's iteration includes its NN controller (36-32-11 tanh MLP) and uses "
                        "the time-of-impact ground rule; ours runs open-loop controls on the soft "
                        "penalty ground with friction. Same robot, dt, transitions, gravity, damping.")
+
+# MPM: boxes of neo-Hookean solid (diffmpm's mu = lambda = 10) at 2 particles per cell width,
+# split into two muscles; the diffmpm robot comes from SoftWalkerTask (see mpm_robot_scene)
+NEO_HOOKEAN = {"kind": "neo_hookean", "E": 25.0, "nu": 0.25, "density": 1.0}
+BOX_2D = dict(name="box2d", box=dict(lower=[0.3, 0.05], upper=[0.7, 0.44], spacing=1 / 256),
+              material=NEO_HOOKEAN, mpm=dict(n_grid=128, dt=1e-3))  # 102 x 99 = 10,098 particles
+BOX_3D = dict(name="box3d", box=dict(lower=[0.375, 0.05, 0.375], upper=[0.625, 0.30, 0.625], spacing=1 / 128),
+              material=NEO_HOOKEAN, mpm=dict(n_grid=64, dt=1e-3))  # 32^3 = 32,768 particles
+ROBOT = dict(n_grid=128, particle_spacing=1 / 256, offset=[0.1, 0.05])  # diffmpm's resolution
+MPM_FULL = dict(tp_T=32, tp_B=[1, 16], tp_repeats=3, tp3_T=16, tp3_repeats=2, cold_2d=True,
+                mem_T=[1000, 4000, 16000], mem_store_all_T=[1000], mem_warm_K=2,
+                robot=ROBOT, ref_T=1023, ref_repeats=3, scene_2d="box")
+# quick: 2D only, and the small default robot is the 2D scene throughout, so that few kernel
+# configurations need compiling when the offline cache is cold: with T=64 (K=8), the first simulator
+# of the B=1 throughput child, of each memory child (its warm-up) and of the checkpointed reference
+# child are the same kernels (the cache key includes the fields' SNode ids, i.e. the build order)
+MPM_QUICK = dict(tp_T=64, tp_B=[1, 2], tp_repeats=2, tp3_T=None, tp3_repeats=0, cold_2d=False,
+                 mem_T=[64, 1024], mem_store_all_T=[64], mem_warm_K=8,
+                 robot=dict(offset=[0.1, 0.05]), ref_T=64, ref_repeats=2, scene_2d="robot")
+DIFFMPM = dict(particles=2976, n_grid=128, dt=1e-3, substeps=1023, s_per_iter=[1.7, 2.0], peak_rss_mb=762.0,
+               first_iter_s=10.8,
+               note="DiffTaichi's diffmpm stores x, v, C, F (and their gradients) at every substep, allocated "
+                    "for 2,048 steps, twice the 1,024 it uses: about 585 MB of its 762 MB; it runs "
+                    "actuation from sine waves through a tanh layer, its walls and floor are sticky, and "
+                    "its robot has 2,976 particles (24 rows per 0.1, where lattice sampling at spacing 1/256 "
+                    "gives 25). Ours: open-loop actions, one per substep (hold=1), the floor with friction, "
+                    "fixed-corotated material with mu = lambda = 10, gravity 3.8, dt 1e-3.")
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -158,13 +188,195 @@ def child_reference(arch, T, K, repeats):
                 baseline_rss_mb=base, peak_rss_mb=peak_rss_mb())
 
 
-CHILDREN = {"memory": child_memory, "gradcheck": child_gradcheck, "reference": child_reference}
+# ------------------------------------------------------------------ MPM
+def mpm_sim(scene, B, K):
+    """An MPM simulator for a scene dict: a sampled box (two muscles: its left and right
+    halves) or particles from an .npz file (the robot), with MPM keyword arguments."""
+    if "box" in scene:
+        b = scene["box"]
+        x = sampling.sample({"kind": "box", "lower": b["lower"], "upper": b["upper"]}, b["spacing"])
+        particles = {"x": x, "actuator": (x[:, 0] > x[:, 0].mean()).astype(np.int32)}
+    else:
+        with np.load(scene["npz"]) as z:
+            particles = {k: z[k] for k in z.files}
+    return MPM(particles, [scene["material"]], num_worlds=B, segment=K, **scene["mpm"])
 
 
-def run_child(name, arch, **kw):
-    """Run CHILDREN[name](arch, **kw) in a fresh Python process; return its JSON result."""
+def mpm_controls(B, T, A, dt, amp=0.5):
+    """Open-loop sine actions, one per substep: amp sin(20 t + 2 pi a / A), as diffmpm's waves."""
+    t = np.arange(T)[:, None] * dt
+    u = amp * np.sin(20.0 * t + 2 * np.pi * np.arange(A)[None, :] / max(A, 1))
+    return np.broadcast_to(u, (B, T, A)).copy()
+
+
+def mpm_gradient(sim, T):
+    """Gradient of diffmpm's loss, -(mean x of the particles at the last substep), w.r.t.
+    everything. Returns (forward s, backward s, tape)."""
+    u = mpm_controls(sim.B, T, sim.A, sim.dt)
+    t0 = time.perf_counter()
+    _, final, tape = adjoint.forward(sim, sim.initial_state(), u, every=T)
+    t1 = time.perf_counter()
+    gx = np.zeros(final[0].shape)
+    gx[..., 0] = -1.0 / sim.P
+    adjoint.backward(sim, tape, None, [gx, None, None, None])
+    return t1 - t0, time.perf_counter() - t1, tape
+
+
+def _bytes(*fields):
+    """Bytes of Taichi fields and their .grad, from their shapes."""
+    return sum(2 * math.prod(f.shape) * getattr(f, "n", 1) * getattr(f, "m", 1) for f in fields)
+
+
+def mpm_bytes(sim):
+    """(per-frame state fields x, v, C, F, pose over K+1 frames, grid + actions), with .grad, in bytes."""
+    size = np.dtype(sim.np_dtype).itemsize
+    frames = _bytes(sim.x, sim.v, sim.C, sim.F, sim.pose) * size
+    return frames, _bytes(sim.grid_mv, sim.grid_v, sim.grid_m, sim.act) * size
+
+
+def mpm_store_all_bytes(sim, T):
+    """What store-all (K = T) would allocate: T + 1 frames instead of K + 1, same grid."""
+    frames, grid = mpm_bytes(sim)
+    return frames // (sim.K + 1) * (T + 1) + grid
+
+
+def child_mpm_throughput(arch, scene, T, B, repeats):
+    """Warm particle-substeps/s of forward and backward (checkpointed, default K); the first
+    call's extra time is the compile (or its load from Taichi's offline cache). One B per
+    process: the cache key of a kernel includes its fields' SNode ids, so a simulator hits
+    the cache only where it is built in the same order as when it was compiled."""
+    start(arch, "f32")
+    K = adjoint.default_segment(T)
+    sim = mpm_sim(scene, B, K)
+    first = mpm_gradient(sim, T)[:2]
+    runs = [mpm_gradient(sim, T)[:2] for _ in range(repeats)]
+    fwd, bwd = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    work = B * sim.P * T
+    return dict(scene=scene["name"], dim=sim.dim, particles=sim.P, n_grid=sim.n, B=B, T=T, K=K,
+                material=scene["material"]["kind"], forward_s=fwd, backward_s=bwd,
+                backward_over_forward=bwd / fwd, particle_substeps_per_s=work / fwd,
+                backward_particle_substeps_per_s=work / bwd, first_forward_s=first[0], first_backward_s=first[1],
+                compile_forward_s=max(first[0] - fwd, 0.0), compile_backward_s=max(first[1] - bwd, 0.0))
+
+
+def child_mpm_memory(arch, scene, T, K, warm_K, B=1):
+    """Peak memory of one MPM gradient over T substeps with segment K."""
+    start(arch, "f32")
+    warm = mpm_sim(scene, B, warm_K)  # Taichi's JIT memory belongs to the baseline
+    mpm_gradient(warm, warm_K)
+    warm.free()
+    base = peak_rss_mb()
+    sim = mpm_sim(scene, B, K)
+    fwd, bwd, tape = mpm_gradient(sim, T)
+    peak = peak_rss_mb()
+    frames, grid = mpm_bytes(sim)
+    ckpts = checkpoint_bytes(tape)
+    return dict(scene=scene["name"], particles=sim.P, n_grid=sim.n, B=B, T=T, K=K, baseline_rss_mb=base,
+                peak_rss_mb=peak, rss_above_baseline_mb=peak - base, frame_field_mb=frames / MB,
+                grid_mb=grid / MB, field_mb=(frames + grid) / MB, checkpoint_mb=ckpts / MB,
+                fields_plus_checkpoints_mb=(frames + grid + ckpts) / MB,
+                store_all_field_mb=mpm_store_all_bytes(sim, T) / MB, forward_s=fwd, backward_s=bwd)
+
+
+def child_mpm_reference(arch, scene, T, K, repeats):
+    """DiffTaichi diffmpm's robot: seconds per forward+backward iteration, B = 1, whole-process peak RSS."""
+    start(arch, "f32")
+    base = peak_rss_mb()
+    sim = mpm_sim(scene, 1, K)
+    first = sum(mpm_gradient(sim, T)[:2])
+    runs = [mpm_gradient(sim, T) for _ in range(repeats)]
+    iters = [f + b for f, b, _ in runs]
+    frames, grid = mpm_bytes(sim)
+    ckpts = checkpoint_bytes(runs[-1][2])
+    return dict(T=T, K=K, B=1, hold=1, particles=sim.P, s_per_iter=statistics.median(iters),
+                s_per_iter_range=[min(iters), max(iters)], forward_s=statistics.median(r[0] for r in runs),
+                backward_s=statistics.median(r[1] for r in runs), first_iter_s=first, baseline_rss_mb=base,
+                peak_rss_mb=peak_rss_mb(), fields_plus_checkpoints_mb=(frames + grid + ckpts) / MB)
+
+
+def mpm_robot_scene(tmpdir, overrides):
+    """The diffmpm robot of SoftWalkerTask(**overrides) as a scene: its particles go to an .npz
+    so that the children build the same simulator as task.make_sim without importing torch."""
+    from diffsuite.envs.soft_walker import SoftWalkerTask
+
+    task = SoftWalkerTask(**overrides)
+    c = task.cfg
+    path = os.path.join(tmpdir, "robot_%d.npz" % len(os.listdir(tmpdir)))
+    np.savez(path, **task.particles)
+    return dict(name="soft_walker", npz=path, particles=len(task.particles["x"]), material=dict(c["material"]),
+                mpm=dict(n_grid=c["n_grid"], dt=c["dt"], gravity=c["gravity"], friction=c["friction"],
+                         act_strength=c["act_strength"], act_axis=c["act_axis"]))
+
+
+def mpm_throughput(arch, scene, T, B, repeats, cold):
+    """Throughput child; cold: with an empty offline cache, so that the compile is a real one;
+    otherwise with Taichi's shared offline cache, where the first call may only load the kernels."""
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="diffsuite-ticache-") as d:
+            row = run_child("mpm_throughput", arch, env={"TI_OFFLINE_CACHE_FILE_PATH": d},
+                            scene=scene, T=T, B=B, repeats=repeats)
+        return dict(row, cache="cold")
+    # Taichi writes its cache at exit, and other processes may write to it too, so whether this
+    # child compiled or loaded is not told here: compare with a cold row or run --cold-3d
+    row = run_child("mpm_throughput", arch, scene=scene, T=T, B=B, repeats=repeats)
+    return dict(row, cache="shared")
+
+
+def ratio(a, b, floor=0.05):
+    """a / b, or None when b (MB) is too small to divide by: RSS above a baseline can be ~0."""
+    return a / b if b > floor else None
+
+
+def run_mpm(arch, sz, step, cold_3d=False):
+    start(arch, "f32")
+    r = {}
+    with tempfile.TemporaryDirectory(prefix="diffsuite-bench-") as tmp:
+        robot = mpm_robot_scene(tmp, sz["robot"])
+        scene2 = BOX_2D if sz["scene_2d"] == "box" else robot
+        tp = [step(f"mpm throughput 2D B={B}", mpm_throughput, arch, scene2, sz["tp_T"], B, sz["tp_repeats"],
+                   sz["cold_2d"]) for B in sz["tp_B"]]
+        if sz["tp3_T"]:
+            tp += [step(f"mpm throughput 3D B={B}", mpm_throughput, arch, BOX_3D, sz["tp3_T"], B,
+                        sz["tp3_repeats"], cold_3d) for B in sz["tp_B"]]
+        r["throughput"] = tp
+        mem = lambda T, K: step(f"mpm memory T={T} K={K}", run_child, "mpm_memory", arch, scene=scene2, T=T, K=K,
+                                warm_K=sz["mem_warm_K"])
+        ck = [mem(T, adjoint.default_segment(T)) for T in sz["mem_T"]]
+        sa = [mem(T, T) for T in sz["mem_store_all_T"]]
+        growth = [dict(T=c["T"], T_ratio=c["T"] / ck[0]["T"], sqrt_T_ratio=math.sqrt(c["T"] / ck[0]["T"]),
+                       rss_ratio=ratio(c["rss_above_baseline_mb"], ck[0]["rss_above_baseline_mb"]),
+                       fields_ratio=ratio(c["fields_plus_checkpoints_mb"], ck[0]["fields_plus_checkpoints_mb"]))
+                  for c in ck[1:]]
+        vs = []
+        for s in sa:
+            c = next(c for c in ck if c["T"] == s["T"])
+            vs.append(dict(T=s["T"], ratio_rss=ratio(s["rss_above_baseline_mb"], c["rss_above_baseline_mb"]),
+                           ratio_fields=ratio(s["fields_plus_checkpoints_mb"], c["fields_plus_checkpoints_mb"])))
+        r["memory"] = dict(scene=scene2["name"], checkpointed=ck, store_all=sa, growth=growth,
+                           store_all_vs_checkpointed=vs)
+        T, n = sz["ref_T"], sz["ref_repeats"]
+        ref = lambda K: step(f"mpm reference K={K}", run_child, "mpm_reference", arch, scene=robot, T=T, K=K,
+                             repeats=n)
+        r["reference"] = dict(robot=sz["robot"], particles=robot["particles"], n_grid=robot["mpm"]["n_grid"],
+                              dt=robot["mpm"]["dt"], substeps=T, hold=1, B=1,
+                              checkpointed=ref(adjoint.default_segment(T)), store_all=ref(T), difftaichi=DIFFMPM)
+    return r
+
+
+def mpm_steps(sz):
+    return len(sz["tp_B"]) * (1 + bool(sz["tp3_T"])) + len(sz["mem_T"]) + len(sz["mem_store_all_T"]) + 2
+
+
+CHILDREN = {"memory": child_memory, "gradcheck": child_gradcheck, "reference": child_reference,
+            "mpm_throughput": child_mpm_throughput, "mpm_memory": child_mpm_memory,
+            "mpm_reference": child_mpm_reference}
+
+
+def run_child(name, arch, env=None, **kw):
+    """Run CHILDREN[name](arch, **kw) in a fresh Python process (extra environment `env`);
+    return its JSON result."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--arch", arch, "--child-args", json.dumps(kw)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode or not lines:
         raise RuntimeError(f"bench child {name} {kw} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -218,11 +430,77 @@ def table(r):
     ]
     lines += textwrap.wrap("Note: " + dt["note"] + " Peak RSS is the whole process (Python, Taichi, compiled "
                            "kernels), as in the reference.", 100, initial_indent="  ", subsequent_indent="  ")
+    if "mpm" in r:
+        lines += [""] + mpm_table(r["mpm"])
     return "\n".join(lines)
 
 
-def run_all(arch, sizes, quick):
-    steps = tqdm(total=2 * len(sizes["throughput_B"]) + 5, desc="bench", disable=None)
+def mpm_table(m):
+    tp, mem, ref = m["throughput"], m["memory"], m["reference"]
+    lines = [
+        "5. MPM throughput (f32, MLS-MPM, warm, median; backward = adjoint.backward of the forward's tape, which",
+        "  recomputes each substep; K = default segment; compile = first call less a warm one, with an empty",
+        "  offline cache (cold) or Taichi's shared one (a load, unless the kernels are new: --cold-3d times 3D cold))",
+        f"  {'scene':<7} {'particles':>9} {'grid':>5} {'B':>3} {'T':>4} {'K':>3} {'fwd s':>8} {'fwd p-substeps/s':>17} "
+        f"{'bwd s':>8} {'bwd p-substeps/s':>17} {'bwd/fwd':>7} {'compile fwd/bwd s':>18}  cache",
+    ]
+    for t in tp:
+        grid = f"{t['n_grid']}^{t['dim']}"
+        lines.append(f"  {t['scene']:<7} {t['particles']:>9,} {grid:>5} {t['B']:>3} {t['T']:>4} {t['K']:>3} "
+                     f"{t['forward_s']:>8.3f} {t['particle_substeps_per_s']:>17,.0f} {t['backward_s']:>8.3f} "
+                     f"{t['backward_particle_substeps_per_s']:>17,.0f} {t['backward_over_forward']:>7.2f} "
+                     f"{'%.1f / %.1f' % (t['compile_forward_s'], t['compile_backward_s']):>18}  {t['cache']}")
+    ck, sa = mem["checkpointed"], mem["store_all"]
+    c0 = ck[0]
+    lines += [
+        "",
+        f"6. MPM peak memory vs horizon: {mem['scene']} ({c0['particles']:,} particles, {c0['n_grid']} grid, "
+        f"B={c0['B']}, f32, one gradient, one child each)",
+        f"  {'mode':<13} {'T':>6} {'K':>5} {'RSS above base MB':>18} {'fields MB':>10} {'ckpts MB':>9} "
+        f"{'store-all needs MB':>19} {'fwd s':>7} {'bwd s':>7}",
+    ]
+    for name, rows in (("checkpointed", ck), ("store-all", sa)):
+        for x in rows:
+            lines.append(f"  {name:<13} {x['T']:>6} {x['K']:>5} {x['rss_above_baseline_mb']:>18.1f} "
+                         f"{x['field_mb']:>10.1f} {x['checkpoint_mb']:>9.1f} {x['store_all_field_mb']:>19,.0f} "
+                         f"{x['forward_s']:>7.1f} {x['backward_s']:>7.1f}")
+    na = lambda v, fmt: "n/a" if v is None else format(v, fmt)
+    for g in mem["growth"]:
+        lines.append(f"  checkpointed T x{g['T_ratio']:.0f} ({c0['T']} -> {g['T']}): RSS above baseline "
+                     f"x{na(g['rss_ratio'], '.2f')}, fields+ckpts x{na(g['fields_ratio'], '.2f')} (sqrt of T ratio: "
+                     f"x{g['sqrt_T_ratio']:.2f}; linear: x{g['T_ratio']:.0f})")
+    for v in mem["store_all_vs_checkpointed"]:
+        lines.append(f"  store-all / checkpointed at T={v['T']}: x{na(v['ratio_rss'], '.1f')} RSS above baseline, "
+                     f"x{na(v['ratio_fields'], '.1f')} fields+ckpts")
+    lines += [
+        "  (baseline = peak RSS after a warm-up gradient on the same scene with a short segment, in the same",
+        "  child; RSS above it also holds the measured simulator's kernels, about 10 MB loaded from Taichi's",
+        "  offline cache, some 40 MB when compiled; fields = x, v, C, F over K+1 frames plus the grid and actions,",
+        "  each with .grad; ckpts = states kept at segment starts; store-all needs = fields with T+1 frames: run",
+        "  only in the store-all rows; fwd s and bwd s include that kernel load)",
+        "",
+        f"7. DiffTaichi diffmpm robot: SoftWalkerTask({', '.join(f'{k}={v}' for k, v in ref['robot'].items())}), "
+        f"{ref['particles']:,} particles",
+        f"  (reference {ref['difftaichi']['particles']:,}), {ref['n_grid']}^2 grid, dt {ref['dt']:g}, "
+        f"{ref['substeps']:,} substeps, one action per substep (hold={ref['hold']}), B=1, f32",
+        f"  {'run':<36} {'s / iter (fwd+bwd)':>19} {'range':>12} {'peak RSS MB':>12} {'fields+ckpts MB':>16}",
+    ]
+    for name, x in (("diffsuite checkpointed", ref["checkpointed"]), ("diffsuite store-all", ref["store_all"])):
+        lines.append(f"  {name + ' (K=' + str(x['K']) + ')':<36} {x['s_per_iter']:>19.3f} "
+                     f"{'%.2f-%.2f' % tuple(x['s_per_iter_range']):>12} {x['peak_rss_mb']:>12.0f} "
+                     f"{x['fields_plus_checkpoints_mb']:>16.1f}")
+    dt = ref["difftaichi"]
+    lines.append(f"  {'DiffTaichi reference (stores all)':<36} {'%.2f-%.2f' % tuple(dt['s_per_iter']):>19} "
+                 f"{'':>12} {dt['peak_rss_mb']:>12.0f} {'~585':>16}")
+    lines += textwrap.wrap("Note: " + dt["note"] + " Peak RSS is the whole process, as in the reference; first "
+                           f"iteration (compile or cache load): ours {ref['checkpointed']['first_iter_s']:.1f} s, "
+                           f"DiffTaichi {dt['first_iter_s']:.1f} s.", 100, initial_indent="  ", subsequent_indent="  ")
+    return lines
+
+
+def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False):
+    steps = tqdm(total=2 * len(sizes["throughput_B"]) + 5 + (mpm_steps(mpm_sizes) if mpm_sizes else 0),
+                 desc="bench", disable=None)
 
     def step(label, fn, *a, **kw):
         steps.set_postfix_str(label)
@@ -251,15 +529,21 @@ def run_all(arch, sizes, quick):
                           K=adjoint.default_segment(T), repeats=n),
         store_all=step("reference store-all", run_child, "reference", arch, T=T, K=T, repeats=n),
         difftaichi=DIFFTAICHI)
+    if mpm_sizes:
+        r["mpm"] = run_mpm(arch, mpm_sizes, step, cold_3d)
     steps.close()
     return r
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, about 30 s)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, under a minute)")
     p.add_argument("--out", default="outputs/bench.json", help="JSON path; the table goes next to it as .md")
     p.add_argument("--arch", default=os.environ.get("DIFFSUITE_ARCH", "cpu"), help="cpu or cuda (default cpu)")
+    p.add_argument("--mpm", action=argparse.BooleanOptionalAction, default=True,
+                   help="also benchmark MLS-MPM (default on; --quick: 2D only)")
+    p.add_argument("--cold-3d", action="store_true",
+                   help="time the 3D MPM compile with an empty Taichi offline cache (adds several minutes)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -267,7 +551,8 @@ def main(argv=None):
         print(MARK + json.dumps(CHILDREN[args.child](args.arch, **json.loads(args.child_args))), flush=True)
         return
     t0 = time.perf_counter()
-    result = run_all(args.arch, QUICK if args.quick else FULL, args.quick)
+    mpm_sizes = (MPM_QUICK if args.quick else MPM_FULL) if args.mpm else None
+    result = run_all(args.arch, QUICK if args.quick else FULL, args.quick, mpm_sizes, args.cold_3d)
     result["wall_s"] = time.perf_counter() - t0
     text = table(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,4 +1,5 @@
-"""scripts/bench.py --quick runs end to end and writes sane JSON (numbers only, no timing asserts)."""
+"""scripts/bench.py --quick runs end to end and writes sane JSON (numbers only, no timing asserts),
+mass-spring and MPM sections both."""
 import json
 import math
 import os
@@ -44,3 +45,36 @@ def test_bench_quick_writes_json_and_table(tmp_path):
     assert ref["transitions"] == 681
     for run in ("checkpointed", "store_all"):
         assert _positive(ref[run]["s_per_iter"]) and _positive(ref[run]["peak_rss_mb"])
+
+    # MPM (--mpm is on by default; --quick runs 2D only, on the small default diffmpm robot)
+    assert "diffmpm" in (tmp_path / "b.md").read_text()
+    mp = r["mpm"]
+    tp = mp["throughput"]
+    assert {t["dim"] for t in tp} == {2} and len(tp) == 2
+    for t in tp:
+        for key in ("forward_s", "backward_s", "backward_over_forward", "particle_substeps_per_s",
+                    "backward_particle_substeps_per_s", "first_forward_s", "first_backward_s"):
+            assert _positive(t[key]), (key, t)
+        for key in ("compile_forward_s", "compile_backward_s"):
+            assert math.isfinite(t[key]) and t[key] >= 0, (key, t)
+
+    ck, sa = mp["memory"]["checkpointed"], mp["memory"]["store_all"]
+    assert len(ck) >= 2 and len(sa) >= 1
+    for row in ck + sa:
+        for key in ("baseline_rss_mb", "peak_rss_mb", "field_mb", "checkpoint_mb", "fields_plus_checkpoints_mb",
+                    "store_all_field_mb", "forward_s", "backward_s"):
+            assert _positive(row[key]), (key, row)
+        assert math.isfinite(row["rss_above_baseline_mb"]) and row["rss_above_baseline_mb"] >= 0, row
+    assert all(c["K"] < c["T"] for c in ck) and all(s["K"] == s["T"] for s in sa)
+    big = max(ck, key=lambda c: c["T"])  # checkpointed at the largest T stays below what store-all would need
+    assert big["fields_plus_checkpoints_mb"] < big["store_all_field_mb"], big
+    assert big["rss_above_baseline_mb"] < big["store_all_field_mb"], big
+    for g in mp["memory"]["growth"]:  # sublinear in T
+        assert _positive(g["fields_ratio"]) and g["fields_ratio"] < g["T_ratio"], g
+
+    ref = mp["reference"]
+    assert ref["hold"] == 1 and ref["particles"] > 0 and ref["difftaichi"]["s_per_iter"] == [1.7, 2.0]
+    assert ref["checkpointed"]["K"] < ref["store_all"]["K"] == ref["substeps"]
+    for run in ("checkpointed", "store_all"):
+        for key in ("s_per_iter", "peak_rss_mb", "fields_plus_checkpoints_mb"):
+            assert _positive(ref[run][key]), (run, key)
