@@ -3,7 +3,8 @@
 Forward stores only the state at each segment start. Backward walks the segments in
 reverse: restore the checkpoint, recompute the segment, seed the state adjoints (the
 loss gradients at the segment's frames plus the adjoint carried from the next segment),
-and run each stage's reverse. The carried adjoint is frame 0's gradient.
+and run each stage's reverse. The carried adjoint is frame 0's gradient. The last segment is still in the simulator's
+fields when backward follows its own forward directly, and is then not replayed.
 
 A simulator provides: B, K, state_names, units(n), shift(n), save(f), load(f, state),
 frames(local), seed_grads(local, grads), frame_grad(f), set_controls(u), control_grad(n),
@@ -97,7 +98,8 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
                 tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
     sim.load(0, init_state)
     outs = [[] for _ in sim.state_names]
-    for t0, n in _segments(T, sim.K):
+    segs = _segments(T, sim.K)
+    for i, (t0, n) in enumerate(segs):
         tape.put(sim.save(0))
         sim.set_controls(controls[:, (t0 + np.arange(n)) // hold])
         for unit in sim.units(n):
@@ -107,8 +109,10 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         if local:
             for o, arr in zip(outs, sim.frames(local)):
                 o.append(arr)
-        sim.shift(n)
-    final = sim.save(0)
+        if i + 1 < len(segs):
+            sim.shift(n)
+    final = sim.save(segs[-1][1])
+    sim._resident_tape = tape  # the last segment's frames are still in the fields: backward reuses them
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
     return outputs, final, tape
 
@@ -140,12 +144,15 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
     for i in reversed(range(len(segs))):
         t0, n = segs[i]
         idx = (t0 + np.arange(n)) // hold
-        sim.load(0, tape.get(i))
-        sim.set_controls(tape.controls[:, idx])
         units = sim.units(n)
-        for unit in units:
-            for st in unit:
-                st.forward()
+        if getattr(sim, "_resident_tape", None) is not tape:  # replay the segment from its checkpoint
+            sim._resident_tape = None
+            sim.load(0, tape.get(i))
+            sim.set_controls(tape.controls[:, idx])
+            for unit in units:
+                for st in unit:
+                    st.forward()
+        sim._resident_tape = None
         sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
         for unit in reversed(units):
             for st in unit:
