@@ -51,7 +51,8 @@ def test_diff_face_passes_gradcheck():
             obs, r, *_ = env.step(a[:, t])
             total = total + r.sum() + obs.sum()
         return total
-    assert torch.autograd.gradcheck(episode, (acts, ys), eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradcheck(episode, (acts, ys), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                    nondet_tol=1e-9)  # P2G's parallel float atomics sum in any order
 
 
 def test_bad_max_speed_is_named():

@@ -37,7 +37,8 @@ def test_diff_face_passes_gradcheck():
             obs, r, *_ = env.step(a[:, t])
             total = total + r.sum() + 0.1 * obs.sum()
         return total
-    assert torch.autograd.gradcheck(episode, (acts, E), eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradcheck(episode, (acts, E), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                    nondet_tol=1e-9)  # P2G's parallel float atomics sum in any order
 
 
 @pytest.mark.parametrize("overrides, match", [
