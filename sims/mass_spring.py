@@ -12,6 +12,7 @@ import taichi as ti
 
 from . import float_dtype, init
 from .adjoint import Stage
+from .controls import Controls
 
 # ground defaults: height (m), penalty stiffness (1/s^2), contact damping (1/s), friction
 # coefficient, softplus width of the penalty (m), velocity below which friction eases (m/s)
@@ -19,7 +20,7 @@ GROUND = dict(height=0.1, stiffness=3e4, damping=60.0, friction=1.0, softness=1e
 
 
 @ti.data_oriented
-class MassSpring:
+class MassSpring(Controls):
     """Point masses joined by actuated springs above a soft ground with smooth friction.
 
     Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
@@ -224,15 +225,6 @@ class MassSpring:
     def frame_grad(self, f):
         gx, gv = self._read(self.x.grad, self.v.grad, [f])
         return gx[:, 0], gv[:, 0]
-
-    def set_controls(self, u):
-        """Per-substep actions u of shape (B, n, A), n <= K."""
-        buf = np.zeros((self.B, self.K, max(self.A, 1)), dtype=self.np_dtype)
-        buf[:, :u.shape[1], :self.A] = u
-        self.act.from_numpy(buf)
-
-    def control_grad(self, n):
-        return self.act.grad.to_numpy()[:, :n, :self.A].astype(np.float64)
 
     def reset_params(self):
         self.set_params({"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))})

@@ -15,10 +15,11 @@ from . import float_dtype, init
 from . import colliders as col
 from . import materials as mat
 from .adjoint import Stage
+from .controls import Controls
 
 
 @ti.data_oriented
-class MPM:
+class MPM(Controls):
     state_names = ("x", "v", "C", "F", "pose")
     param_names = tuple(mat.PARAMS)
 
@@ -308,14 +309,6 @@ class MPM:
     def seed_grads(self, local, grads):
         """Zero the segment's adjoints, then set the state adjoints at local frames."""
         self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
-
-    def set_controls(self, u):
-        buf = np.zeros((self.B, self.K, max(self.A, 1)), dtype=self.np_dtype)
-        buf[:, :u.shape[1], :self.A] = u
-        self.act.from_numpy(buf)
-
-    def control_grad(self, n):
-        return self.act.grad.to_numpy()[:, :n, :self.A].astype(np.float64)
 
     def reset_params(self):
         self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})

@@ -1,7 +1,6 @@
 """Shaping envs (PlasticinePress, PlasticinePinch, SandSpread): faces, shape distance, gradients (coarse)."""
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
-import numpy as np
 import pytest
 import torch
 
