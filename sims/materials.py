@@ -183,3 +183,60 @@ def kirchhoff(kinds: ti.template(), kind, F, C, mu, lam, viscosity):
             K = lam + 2 * mu / ti.static(F.n)
             tau = K * (J - 1) * J * Id + viscosity * J * (C + C.transpose())
     return tau
+
+
+@ti.func
+def _pick(kind, k: ti.template(), val, out):
+    """out with val where kind == k (element-wise select: safe under reverse mode)."""
+    for i in ti.static(range(out.n)):
+        out[i] = ti.select(kind == k, val[i], out[i])
+    return out
+
+
+@ti.func
+def principal(kinds: ti.template(), kind, lam, mu, la, yield_stress, friction_angle):
+    """The same models in principal form, for the spectral path (sims/spectral.py).
+
+    lam: eigenvalues of b = F F^T for the trial F (after this step's deformation). Returns
+    (p, r, t): the elastic F after the plastic return is Q diag(p) Q^T F + Q diag(r) Q^T, and
+    its Kirchhoff stress (less fluid viscosity) is Q diag(t) Q^T. Branch-free, for reverse mode."""
+    d = ti.static(lam.n)
+    one = lam * 0 + 1
+    J = ti.sqrt(_prod(lam))
+    p, r, t = one, lam * 0, lam * 0
+    if ti.static(0 in kinds):
+        t = _pick(kind, 0, 2 * mu * (lam - ti.sqrt(lam)) + la * (J - 1) * J * one, t)
+    if ti.static(1 in kinds):
+        t = _pick(kind, 1, mu * (lam - 1) + la * ti.log(J) * one, t)
+    if ti.static(2 in kinds or 3 in kinds):
+        eps = 0.5 * ti.log(lam)  # principal Hencky strains
+        tr = eps.sum()
+        dev = eps - tr / d
+        norm = ti.sqrt(dev.dot(dev) + 1e-20)
+        shift = eps * 0  # the plastic strain this step removes
+        if ti.static(2 in kinds):  # von Mises: shrink the deviatoric strain onto the yield surface
+            shift = _pick(kind, 2, ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm)) * dev, shift)
+        if ti.static(3 in kinds):  # Drucker-Prager: no tension; in compression, back to the cone
+            sphi = ti.sin(friction_angle * math.pi / 180)
+            alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
+            dgamma = norm + (d * la + 2 * mu) / (2 * mu) * tr * alpha
+            tension = ti.select(tr > 0, 1.0, 0.0)
+            cone = (1 - tension) * ti.select(dgamma > 0, 1.0, 0.0)
+            shift = _pick(kind, 3, tension * eps + cone * dgamma / norm * dev, shift)
+        eps_e = eps - shift
+        plastic = kind == 2 or kind == 3
+        p = _pick(plastic, True, ti.exp(-shift), p)
+        t = _pick(plastic, True, 2 * mu * eps_e + la * eps_e.sum() * one, t)
+    if ti.static(4 in kinds):  # fluid keeps only the volume change: F -> J^(1/d) I
+        p = _pick(kind, 4, 0 * one, p)
+        r = _pick(kind, 4, ti.pow(J, 1.0 / d) * one, r)
+        t = _pick(kind, 4, (la + 2 * mu / d) * (J - 1) * J * one, t)
+    return p, r, t
+
+
+@ti.func
+def _prod(v):
+    out = v[0]
+    for i in ti.static(range(1, v.n)):
+        out *= v[i]
+    return out

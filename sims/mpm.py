@@ -5,6 +5,11 @@ A substep is four phases, in the order they run, fused in one kernel:
   grid update (momentum to velocity, gravity, walls with friction) -> G2P.
 Particle state (x, v, C, F) has a frame axis of K+1; the grid is scratch: the reverse of a
 substep recomputes the substep (restoring its grid) before running its reverse.
+
+In 3D (or with spectral=True) the constitutive update runs first, in three stages of its own
+(sims/spectral.py): eigen-decompose b = F F^T, evaluate the material in principal form
+(autodiff), assemble the new F and the stress (hand-written reverse, exact at repeated
+eigenvalues). 2D uses closed forms inside the fused kernel instead; both compile in seconds.
 """
 from types import SimpleNamespace
 
@@ -14,6 +19,7 @@ import taichi as ti
 from . import float_dtype, init
 from . import colliders as col
 from . import materials as mat
+from . import spectral as spec
 from .adjoint import Stage
 from .controls import Controls
 
@@ -24,12 +30,14 @@ class MPM(Controls):
     param_names = tuple(mat.PARAMS)
 
     def __init__(self, particles, materials, num_worlds=1, n_grid=64, dt=1e-3, segment=32,
-                 gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1, colliders=None):
+                 gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1, colliders=None,
+                 spectral=None):
         init()
         x = np.asarray(particles["x"], dtype=np.float64)
         self.P, self.dim = x.shape
         self.B, self.K, self.n, self.dt = int(num_worlds), int(segment), int(n_grid), float(dt)
         self.dx, self.M = 1.0 / self.n, len(materials)
+        self.spectral = self.dim == 3 if spectral is None else bool(spectral)
         self.cfg = SimpleNamespace(gravity=float(gravity), bound=int(bound), friction=float(friction),
                                    act_strength=float(act_strength), act_axis=int(act_axis))
         self.materials = [self._material(i, m) for i, m in enumerate(materials)]
@@ -102,6 +110,13 @@ class MPM(Controls):
         fb.dense(ti.i, self.M).place(self.kind, self.density)
         self.mat_of, self.act_of, self.p_vol = ti.field(ti.i32), ti.field(ti.i32), ti.field(dt)
         fb.dense(ti.i, max(P, 1)).place(self.mat_of, self.act_of, self.p_vol)
+        if self.spectral:  # per-particle scratch of the constitutive stages
+            self.Q, self.b_bar, self.Ft_bar = (ti.Matrix.field(D, D, dt) for _ in range(3))
+            self.tau_e = ti.Matrix.field(D, D, dt, needs_grad=True)
+            self.lam = ti.Vector.field(D, dt, needs_grad=True)
+            self.g = ti.Vector.field(3 * D, dt, needs_grad=True)
+            fb.dense(ti.ij, (B, max(P, 1))).place(self.Q, self.tau_e, self.b_bar, self.Ft_bar, self.lam, self.g,
+                                                  self.tau_e.grad, self.lam.grad, self.g.grad)
         self._tree = fb.finalize()
         self.kind.from_numpy(np.array([mat.KINDS[m["kind"]] for m in self.materials], dtype=np.int32))
         self.density.from_numpy(np.array([m["density"] for m in self.materials], dtype=self.np_dtype))
@@ -148,6 +163,13 @@ class MPM(Controls):
         return base, fx, w
 
     @ti.func
+    def _weight(self, w, off: ti.template()):
+        out = w[off[0], 0]
+        for d in ti.static(range(1, self.dim)):
+            out = out * w[off[d], d]
+        return out
+
+    @ti.func
     def _node(self, b, base, off):
         return ti.Vector([b] + [base[d] + off[d] for d in ti.static(range(self.dim))])
 
@@ -155,27 +177,106 @@ class MPM(Controls):
     def _p2g(self, b, f, p):
         m_id, a_id = self.mat_of[p], self.act_of[p]
         kind = self.kind[m_id]
-        mu, lam = mat.lame(self.E[b, m_id], self.nu[b, m_id])
-        Fp = mat.project(self.kinds, kind, (ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]) @ self.F[b, f, p],
-                         mu, lam, self.yield_stress[b, m_id], self.friction_angle[b, m_id])
-        self.F[b, f + 1, p] = Fp
+        Fp, tau = self.F[b, f, p], self.C[b, f, p]
+        if ti.static(self.spectral):  # the stages before this kernel wrote F[f + 1] and the stress
+            Fp, tau = self.F[b, f + 1, p], self.tau_e[b, p]
+            if ti.static(4 in self.kinds):
+                visc = self.viscosity[b, m_id] * Fp.determinant() * (self.C[b, f, p] + self.C[b, f, p].transpose())
+                tau += ti.select(kind == 4, 1.0, 0.0) * visc
+        else:
+            mu, lam = mat.lame(self.E[b, m_id], self.nu[b, m_id])
+            Fp = mat.project(self.kinds, kind, self._trial(b, f, p), mu, lam, self.yield_stress[b, m_id],
+                             self.friction_angle[b, m_id])
+            self.F[b, f + 1, p] = Fp
+            tau = mat.kirchhoff(self.kinds, kind, Fp, self.C[b, f, p], mu, lam, self.viscosity[b, m_id])
         # a muscle stretches along its axis: s * a * F e e^T F^T. Branch-free: Taichi's reverse
         # mode mishandles a local updated in place inside a branch some particles skip
         Fe = Fp @ ti.Vector.unit(self.dim, self.cfg.act_axis, self.dtype)
         a = ti.cast(a_id >= 0, self.dtype) * self.act[b, f, ti.max(a_id, 0)]
-        tau = mat.kirchhoff(self.kinds, kind, Fp, self.C[b, f, p], mu, lam, self.viscosity[b, m_id]) \
-            + self.cfg.act_strength * a * Fe.outer_product(Fe)
+        tau += self.cfg.act_strength * a * Fe.outer_product(Fe)
         vol = self.p_vol[p]
         mass = vol * self.density[m_id]
         affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
         base, fx, w = self._stencil(self.x[b, f, p])
         for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-            weight = 1.0
-            for d in ti.static(range(self.dim)):
-                weight *= w[off[d], d]
+            weight = self._weight(w, off)
             I = self._node(b, base, off)
             self.grid_mv[I] += weight * (mass * self.v[b, f, p] + affine @ ((off - fx) * self.dx))
             self.grid_m[I] += weight * mass
+
+    @ti.func
+    def _trial(self, b, f, p):
+        """F after this step's deformation, before the plastic return."""
+        return (ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]) @ self.F[b, f, p]
+
+    @ti.func
+    def _principal_at(self, b, p, lam):
+        m_id = self.mat_of[p]
+        mu, la = mat.lame(self.E[b, m_id], self.nu[b, m_id])
+        return mat.principal(self.kinds, self.kind[m_id], lam, mu, la, self.yield_stress[b, m_id],
+                             self.friction_angle[b, m_id])
+
+    # --- spectral path: eig (custom reverse) -> principal (autodiff) -> assemble (custom reverse)
+    @ti.kernel
+    def _eig(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            Ft = self._trial(b, f, p)
+            self.lam[b, p], self.Q[b, p] = spec.sym_eig(Ft @ Ft.transpose())
+
+    @ti.kernel
+    def _principal(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            pv, rv, tv = self._principal_at(b, p, self.lam[b, p])
+            self.g[b, p] = ti.Vector([pv[i] for i in ti.static(range(self.dim))] + [rv[i] for i in ti.static(range(self.dim))]
+                                     + [tv[i] for i in ti.static(range(self.dim))])
+
+    @ti.func
+    def _split(self, g):
+        D = ti.static(self.dim)
+        return (ti.Vector([g[i] for i in ti.static(range(D))]), ti.Vector([g[D + i] for i in ti.static(range(D))]),
+                ti.Vector([g[2 * D + i] for i in ti.static(range(D))]))
+
+    @ti.kernel
+    def _assemble(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            Q = self.Q[b, p]
+            pv, rv, tv = self._split(self.g[b, p])
+            self.F[b, f + 1, p] = spec.assemble(Q, pv) @ self._trial(b, f, p) + spec.assemble(Q, rv)
+            self.tau_e[b, p] = spec.assemble(Q, tv)
+
+    @ti.kernel
+    def _assemble_grad(self, f: ti.i32):
+        rel = ti.static(1e-5 if self.dtype == ti.f64 else 1e-3)
+        for b, p in ti.ndrange(self.B, self.P):
+            Q, lam, Ft = self.Q[b, p], self.lam[b, p], self._trial(b, f, p)
+            pv, rv, tv = self._split(self.g[b, p])
+            F_bar = self.F.grad[b, f + 1, p]
+            Gp, Gr, Gt = Q * 0, Q * 0, Q * 0  # divided differences of p, r and t
+            for i, j in ti.static([(i, j) for i in range(self.dim) for j in range(i + 1, self.dim)]):
+                lam_s, close = spec.spread(lam, i, j, rel)
+                ps, rs, ts = self._principal_at(b, p, lam_s)
+                Gp[i, j] = Gp[j, i] = spec.divided(lam, pv, lam_s, ps, close, i, j)
+                Gr[i, j] = Gr[j, i] = spec.divided(lam, rv, lam_s, rs, close, i, j)
+                Gt[i, j] = Gt[j, i] = spec.divided(lam, tv, lam_s, ts, close, i, j)
+            p_bar, bp = spec.reverse(Q, F_bar @ Ft.transpose(), Gp)  # F[f+1] = P Ft + R
+            r_bar, br = spec.reverse(Q, F_bar, Gr)
+            t_bar, bt = spec.reverse(Q, self.tau_e.grad[b, p], Gt)
+            self.g.grad[b, p] = ti.Vector([p_bar[i] for i in ti.static(range(self.dim))] + [r_bar[i] for i in ti.static(range(self.dim))]
+                                          + [t_bar[i] for i in ti.static(range(self.dim))])
+            self.b_bar[b, p] = bp + br + bt
+            self.Ft_bar[b, p] = spec.assemble(Q, pv) @ F_bar  # P is symmetric
+            self.tau_e.grad[b, p] = Q * 0
+
+    @ti.kernel
+    def _eig_grad(self, f: ti.i32):
+        for b, p in ti.ndrange(self.B, self.P):
+            Q, Ft = self.Q[b, p], self._trial(b, f, p)
+            b_bar = spec.assemble(Q, self.lam.grad[b, p]) + self.b_bar[b, p]
+            Ft_bar = self.Ft_bar[b, p] + 2 * b_bar @ Ft
+            A = ti.Matrix.identity(self.dtype, self.dim) + self.dt * self.C[b, f, p]
+            self.F.grad[b, f, p] += A.transpose() @ Ft_bar
+            self.C.grad[b, f, p] += self.dt * Ft_bar @ self.F[b, f, p].transpose()
+            self.lam.grad[b, p] = self.lam[b, p] * 0
 
     @ti.func
     def _grid_update(self, I, f):
@@ -206,9 +307,7 @@ class MPM(Controls):
         new_v = ti.Vector.zero(self.dtype, self.dim)
         new_C = ti.Matrix.zero(self.dtype, self.dim, self.dim)
         for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-            weight = 1.0
-            for d in ti.static(range(self.dim)):
-                weight *= w[off[d], d]
+            weight = self._weight(w, off)
             gv = self.grid_v[self._node(b, base, off)]
             new_v += weight * gv
             new_C += 4 / self.dx * weight * gv.outer_product(off - fx)
@@ -218,8 +317,14 @@ class MPM(Controls):
 
     # ------------------------------------------------------- adjoint engine contract
     def units(self, n):
-        """Substep f as one stage; its reverse first recomputes it, restoring the scratch grid."""
-        return [[Stage(self._substep, (f,), recompute=True)] for f in range(n)]
+        """Substep f as one stage (after the three constitutive stages on the spectral path);
+        its reverse first recomputes them all, restoring the scratch grid and stresses."""
+        if not self.spectral:
+            return [[Stage(self._substep, (f,), recompute=True)] for f in range(n)]
+        return [[Stage(self._eig, (f,), grad=self._eig_grad, recompute=True),
+                 Stage(self._principal, (f,), recompute=True),
+                 Stage(self._assemble, (f,), grad=self._assemble_grad, recompute=True),
+                 Stage(self._substep, (f,), recompute=True)] for f in range(n)]
 
     @ti.kernel
     def _shift(self, n: ti.i32):
@@ -309,6 +414,9 @@ class MPM(Controls):
     def seed_grads(self, local, grads):
         """Zero the segment's adjoints, then set the state adjoints at local frames."""
         self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
+        if self.spectral:
+            for fld in (self.tau_e.grad, self.lam.grad, self.g.grad):
+                fld.fill(0)
 
     def reset_params(self):
         self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})
