@@ -1,10 +1,10 @@
 """Constitutive models for MLS-MPM, as Taichi functions of the deformation gradient.
 
-Every matrix function here is smooth and written without an SVD: the polar decomposition
-is a fixed number of Newton steps R <- (R + R^-T) / 2, the Hencky strain log(F F^T) / 2 an
-atanh series, and the plastic return an exponential of a symmetric matrix (in 2D all three
-have closed forms, which also compile far faster). Their reverse-mode gradients are therefore finite and correct at F = I
-and at repeated singular values, where SVD-based derivatives divide by s_i^2 - s_j^2.
+Two forms of the same models. The matrix form (2D, fused into the MPM substep) uses closed
+forms without an SVD: the polar rotation, and log / exp of a symmetric 2x2 matrix written
+smooth in the squared eigenvalue gap, so their reverse-mode gradients are finite and correct
+at F = I and at repeated singular values. The principal form (any dimension, 3D's path) takes
+the eigenvalues of b = F F^T; sims/spectral.py assembles it and supplies the exact reverse.
 
 Kinds: 0 fixed-corotated, 1 neo-Hookean, 2 plasticine (von Mises on Hencky strain,
 St. Venant-Kirchhoff elasticity), 3 sand (Drucker-Prager, same elasticity), 4 fluid
@@ -14,12 +14,11 @@ import math
 
 import taichi as ti
 
+from .spectral import eye_like as _identity_like
+
 KINDS = {"fixed_corotated": 0, "neo_hookean": 1, "plasticine": 2, "sand": 3, "fluid": 4}
 # the parameters each material owns, with defaults; all are differentiable
 PARAMS = {"E": 1e3, "nu": 0.2, "yield_stress": 50.0, "friction_angle": 30.0, "viscosity": 0.0}
-NEWTON_STEPS = 8     # singular values in [0.05, 20] converge to ~1e-12
-LOG_TERMS = 10       # atanh series; stretches within a factor ~3 converge to ~1e-9
-EXP_SQUARINGS = 4    # exp(M) = exp(M / 16)^16 with a Taylor polynomial
 
 
 @ti.func
@@ -30,16 +29,10 @@ def lame(E, nu):
 
 @ti.func
 def polar_rotation(F):
-    """R of F = R S. 2D: closed form; otherwise Newton's iteration, unrolled."""
-    R = F
-    if ti.static(F.n == 2):
-        a, b = F[0, 0] + F[1, 1], F[1, 0] - F[0, 1]
-        r = ti.sqrt(a * a + b * b + 1e-20)
-        R = ti.Matrix([[a / r, -b / r], [b / r, a / r]])
-    else:
-        for _ in ti.static(range(NEWTON_STEPS)):
-            R = 0.5 * (R + R.inverse().transpose())
-    return R
+    """R of F = R S (2x2, closed form)."""
+    a, b = F[0, 0] + F[1, 1], F[1, 0] - F[0, 1]
+    r = ti.sqrt(a * a + b * b + 1e-20)
+    return ti.Matrix([[a / r, -b / r], [b / r, a / r]])
 
 
 @ti.func
@@ -68,59 +61,9 @@ def _sym2(M, log: ti.template()):
 
 
 @ti.func
-def log_spd(M):
-    """Matrix log of a symmetric positive-definite M. 2D: closed form; otherwise
-    log(s) I + 2 atanh(Z), Z = (M/s - I)(M/s + I)^-1, as a series."""
-    out = M
-    if ti.static(M.n == 2):
-        out = _sym2(M, True)
-    else:
-        Id = _identity_like(M)
-        s = M.trace() / ti.static(M.n)
-        N = M / s
-        Z = (N - Id) @ (N + Id).inverse()
-        Z2 = Z @ Z
-        acc = Z
-        term = Z
-        for k in ti.static(range(1, LOG_TERMS)):
-            term = term @ Z2
-            acc += term / (2 * k + 1)
-        out = ti.log(s) * Id + 2 * acc
-    return out
-
-
-@ti.func
-def _identity_like(M):
-    Id = M * 0
-    for i in ti.static(range(M.n)):
-        Id[i, i] = 1
-    return Id
-
-
-@ti.func
-def exp_sym(M):
-    """Matrix exponential of a symmetric M. 2D: closed form; otherwise scaling and squaring
-    of a Taylor polynomial (M is a small plastic correction here)."""
-    out = M
-    if ti.static(M.n == 2):
-        out = _sym2(M, False)
-    else:
-        Id = _identity_like(M)
-        A = M / ti.static(2 ** EXP_SQUARINGS)
-        out = Id
-        term = Id
-        for k in ti.static(range(1, 7)):
-            term = term @ A / k
-            out += term
-        for _ in ti.static(range(EXP_SQUARINGS)):
-            out = out @ out
-    return out
-
-
-@ti.func
 def hencky(F):
     """Left Hencky strain log(F F^T) / 2 (symmetric)."""
-    return 0.5 * log_spd(F @ F.transpose())
+    return 0.5 * _sym2(F @ F.transpose(), True)
 
 
 @ti.func
@@ -140,7 +83,7 @@ def project(kinds: ti.template(), kind, F, mu, lam, yield_stress, friction_angle
         if kind == 2:  # von Mises: shrink the deviatoric Hencky strain onto the yield surface
             dev, norm = _dev_norm(hencky(F))
             gamma = ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm))
-            out = exp_sym(-gamma * dev) @ F
+            out = _sym2(-gamma * dev, False) @ F
     if ti.static(3 in kinds):
         if kind == 3:  # Drucker-Prager (Klar et al. 2016): no tension, cone in compression
             eps = hencky(F)
@@ -151,9 +94,9 @@ def project(kinds: ti.template(), kind, F, mu, lam, yield_stress, friction_angle
             alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
             dgamma = norm + (d * lam + 2 * mu) / (2 * mu) * tr * alpha
             if tr > 0:
-                out = exp_sym(-eps) @ F
+                out = _sym2(-eps, False) @ F
             elif dgamma > 0:
-                out = exp_sym(-dgamma / norm * dev) @ F
+                out = _sym2(-dgamma / norm * dev, False) @ F
     if ti.static(4 in kinds):
         if kind == 4:  # fluid keeps only the volume change
             J = F.determinant()

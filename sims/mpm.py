@@ -38,6 +38,8 @@ class MPM(Controls):
         self.B, self.K, self.n, self.dt = int(num_worlds), int(segment), int(n_grid), float(dt)
         self.dx, self.M = 1.0 / self.n, len(materials)
         self.spectral = self.dim == 3 if spectral is None else bool(spectral)
+        if self.dim == 3 and not self.spectral:
+            raise ValueError("spectral=False (closed-form materials) is 2D only")
         self.cfg = SimpleNamespace(gravity=float(gravity), bound=int(bound), friction=float(friction),
                                    act_strength=float(act_strength), act_axis=int(act_axis))
         self.materials = [self._material(i, m) for i, m in enumerate(materials)]
