@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import taichi as ti
 
+from . import colliders as col
 from . import float_dtype, init
 from .adjoint import Stage
 from .controls import Controls
@@ -17,6 +18,7 @@ from .controls import Controls
 # ground defaults: height (m), penalty stiffness (1/s^2), contact damping (1/s), friction
 # coefficient, softplus width of the penalty (m), velocity below which friction eases (m/s)
 GROUND = dict(height=0.1, stiffness=3e4, damping=60.0, friction=1.0, softness=1e-3, slip=1e-2)
+COLLIDER_SOFTNESS = 2e-3  # m: default width of a collider's contact band (sims/colliders.py)
 
 
 @ti.data_oriented
@@ -26,14 +28,16 @@ class MassSpring(Controls):
     Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
     velocity decays by exp(-dt * damping), then gravity and spring accelerations apply;
     the ground pushes with a softplus penalty and removes tangential velocity with a
-    smoothed Coulomb rule (never reverses it); positions advance by symplectic Euler.
+    smoothed Coulomb rule (never reverses it); fixed rigid colliders (sims/colliders.py:
+    plane, box, sphere, capsule, cylinder) remove approaching velocity with friction;
+    positions advance by symplectic Euler.
     """
 
     state_names = ("x", "v")
     param_names = ("stiffness",)
 
     def __init__(self, design, num_worlds=1, dt=0.004, segment=64, gravity=-4.8,
-                 damping=15.0, ground=None):
+                 damping=15.0, ground=None, colliders=None):
         init()
         self.design, self.B, self.K, self.dt = design, int(num_worlds), int(segment), float(dt)
         self.N, self.S, self.A, self.dim = len(design.positions), len(design.springs), design.n_actuators, design.dim
@@ -42,6 +46,8 @@ class MassSpring(Controls):
         ground = {**GROUND, **(ground or {})}
         self.ground, self._g = ground, SimpleNamespace(**{k: float(v) for k, v in ground.items()})
         self.gravity, self.damping = float(gravity), float(damping)
+        self.colliders, poses = col.parse(colliders, self.dim, 2 * COLLIDER_SOFTNESS)
+        self.collider_pose = [[float(a) for a in p] for p in poses]  # fixed: compiled into the kernel
         self._check_dt()
         self.dtype = float_dtype()
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
@@ -140,8 +146,18 @@ class MassSpring(Controls):
         vt = v1 - v1[1] * up
         r = ti.sqrt(vt.dot(vt) + self._g.slip ** 2)
         v2 = vt * r / (r + free * self._g.friction * push) + vn * up
-        self.v[b, f + 1, i] = v2
-        self.x[b, f + 1, i] = x + self.dt * v2
+        v3 = self._collide(x, v2, free)
+        self.v[b, f + 1, i] = v3
+        self.x[b, f + 1, i] = x + self.dt * v3
+
+    @ti.func
+    def _collide(self, x, v, free):
+        """Velocity after contact with the fixed colliders (pinned objects stay put)."""
+        out = v
+        for c in ti.static(range(len(self.colliders))):
+            pose = ti.Vector(self.collider_pose[c], self.dtype)
+            out = free * col.contact(self.colliders[c], pose, pose * 0, x, out, self.colliders[c].softness)
+        return out
 
     @ti.kernel
     def _segment(self, n: ti.i32):

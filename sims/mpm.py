@@ -6,10 +6,11 @@ A substep is four phases, in the order they run, fused in one kernel:
 Particle state (x, v, C, F) has a frame axis of K+1; the grid is scratch: the reverse of a
 substep recomputes the substep (restoring its grid) before running its reverse.
 
-In 3D (or with spectral=True) the constitutive update runs first, in three stages of its own
-(sims/spectral.py): eigen-decompose b = F F^T, evaluate the material in principal form
-(autodiff), assemble the new F and the stress (hand-written reverse, exact at repeated
-eigenvalues). 2D uses closed forms inside the fused kernel instead; both compile in seconds.
+In 3D with fixed-corotated, plasticine or sand (or with spectral=True), the constitutive
+update runs first, in three stages of its own (sims/spectral.py): eigen-decompose b = F F^T,
+evaluate the material in principal form (autodiff), assemble the new F and the stress
+(hand-written reverse, exact at repeated eigenvalues). Otherwise closed forms run inside
+the fused kernel.
 """
 from types import SimpleNamespace
 
@@ -37,13 +38,15 @@ class MPM(Controls):
         self.P, self.dim = x.shape
         self.B, self.K, self.n, self.dt = int(num_worlds), int(segment), int(n_grid), float(dt)
         self.dx, self.M = 1.0 / self.n, len(materials)
-        self.spectral = self.dim == 3 if spectral is None else bool(spectral)
-        if self.dim == 3 and not self.spectral:
-            raise ValueError("spectral=False (closed-form materials) is 2D only")
         self.cfg = SimpleNamespace(gravity=float(gravity), bound=int(bound), friction=float(friction),
                                    act_strength=float(act_strength), act_axis=int(act_axis))
         self.materials = [self._material(i, m) for i, m in enumerate(materials)]
         self.kinds = tuple(sorted({mat.KINDS[m["kind"]] for m in self.materials}))
+        # closed forms: 2D, and 3D neo-Hookean and fluid (no rotation or strain log needed)
+        needs = self.dim == 3 and bool({0, 2, 3} & set(self.kinds))
+        self.spectral = needs if spectral is None else bool(spectral)
+        if needs and not self.spectral:
+            raise ValueError("3D fixed-corotated, plasticine and sand need spectral=True")
         self.x_init = x
         self.material_id = np.asarray(particles.get("material", np.zeros(self.P)), dtype=np.int32)
         self.actuator_id = np.asarray(particles.get("actuator", -np.ones(self.P)), dtype=np.int32)
