@@ -175,6 +175,15 @@ class MPM(Controls):
         return out
 
     @ti.func
+    def _times_offset(self, M, off: ti.template()):
+        """M @ off for a constant stencil offset (entries 0, 1, 2), as additions."""
+        out = ti.Vector.zero(self.dtype, self.dim)
+        for d in ti.static(range(self.dim)):
+            if ti.static(off[d] > 0):
+                out += ti.static(off[d]) * ti.Vector([M[i, d] for i in ti.static(range(self.dim))])
+        return out
+
+    @ti.func
     def _node(self, b, base, off):
         return ti.Vector([b] + [base[d] + off[d] for d in ti.static(range(self.dim))])
 
@@ -203,10 +212,13 @@ class MPM(Controls):
         mass = vol * self.density[m_id]
         affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
         base, fx, w = self._stencil(self.x[b, f, p])
+        # APIC momentum at node base + off is mv + dx * affine @ off: with off a constant, the
+        # product folds to a few additions (fewer statements: a faster compile of the reverse)
+        mv = mass * self.v[b, f, p] - self.dx * affine @ fx
         for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
             weight = self._weight(w, off)
             I = self._node(b, base, off)
-            self.grid_mv[I] += weight * (mass * self.v[b, f, p] + affine @ ((off - fx) * self.dx))
+            self.grid_mv[I] += weight * (mv + self.dx * self._times_offset(affine, off))
             self.grid_m[I] += weight * mass
 
     @ti.func
@@ -310,14 +322,13 @@ class MPM(Controls):
     def _g2p(self, b, f, p):
         base, fx, w = self._stencil(self.x[b, f, p])
         new_v = ti.Vector.zero(self.dtype, self.dim)
-        new_C = ti.Matrix.zero(self.dtype, self.dim, self.dim)
+        moment = ti.Matrix.zero(self.dtype, self.dim, self.dim)  # sum of w v (x) off; off constant
         for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-            weight = self._weight(w, off)
-            gv = self.grid_v[self._node(b, base, off)]
-            new_v += weight * gv
-            new_C += 4 / self.dx * weight * gv.outer_product(off - fx)
+            wv = self._weight(w, off) * self.grid_v[self._node(b, base, off)]
+            new_v += wv
+            moment += wv.outer_product(off)
         self.v[b, f + 1, p] = new_v
-        self.C[b, f + 1, p] = new_C
+        self.C[b, f + 1, p] = 4 / self.dx * (moment - new_v.outer_product(fx))
         self.x[b, f + 1, p] = self.x[b, f, p] + self.dt * new_v
 
     # ------------------------------------------------------- adjoint engine contract
