@@ -7,7 +7,7 @@ import torch
 from ..render.canvas import draw_particles
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
-from . import config
+from . import config as configs
 
 
 class ShapingTask:
@@ -44,10 +44,10 @@ class ShapingTask:
     v0: first release.
     """
 
-    def __init__(self, config_file=None, **overrides):
-        cfg = config.load("plasticine_press", config_file, **overrides)
-        config.positive(cfg, "dt", "particle_spacing")
-        config.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
+    def __init__(self, config=None, **overrides):
+        cfg = configs.load("plasticine_press", config, **overrides)
+        configs.positive(cfg, "dt", "particle_spacing")
+        configs.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
         self.cfg, self.dim = cfg, int(cfg["dim"])
         self.substeps, self.max_steps = int(cfg["substeps"]), int(cfg["max_steps"])
         h = cfg["particle_spacing"]

@@ -5,7 +5,7 @@ import torch
 from ..render.canvas import draw_particles
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
-from . import config
+from . import config as configs
 from .locomotion import forward_reward, phase_features
 
 GROUP_COLORS = np.array([[70, 110, 200], [200, 80, 60], [220, 140, 40], [60, 160, 90], [150, 80, 170]], np.uint8)
@@ -41,10 +41,10 @@ class SoftWalkerTask:
     v0: first release.
     """
 
-    def __init__(self, config_file=None, **overrides):
-        cfg = config.load("soft_walker", config_file, **overrides)
-        config.positive(cfg, "dt", "particle_spacing")
-        config.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
+    def __init__(self, config=None, **overrides):
+        cfg = configs.load("soft_walker", config, **overrides)
+        configs.positive(cfg, "dt", "particle_spacing")
+        configs.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
         self.cfg, self.dim = cfg, int(cfg["dim"])
         self.substeps, self.max_steps = int(cfg["substeps"]), int(cfg["max_steps"])
         self.particles = self._particles()

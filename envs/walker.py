@@ -5,7 +5,7 @@ import torch
 from ..render.canvas import draw_mass_spring
 from ..sims import adjoint, designs
 from ..sims.mass_spring import MassSpring
-from . import config
+from . import config as configs
 from .locomotion import forward_reward, phase_features
 
 
@@ -40,14 +40,14 @@ class WalkerTask:
     v0: first release.
     """
 
-    def __init__(self, config_file=None, **overrides):
-        cfg = config.load("mass_spring_walker", config_file, **overrides)
-        config.positive(cfg, "dt")
-        config.positive(cfg, "substeps", "max_steps", kind=int)
+    def __init__(self, config=None, **overrides):
+        cfg = configs.load("mass_spring_walker", config, **overrides)
+        configs.positive(cfg, "dt")
+        configs.positive(cfg, "substeps", "max_steps", kind=int)
         if cfg["init_noise"] < 0:
             raise ValueError(f"config key 'init_noise' must be >= 0, got {cfg['init_noise']!r}")
         robot = cfg["robot"]
-        self.design = designs.build(robot if isinstance(robot, dict) else config.read_yaml(robot, "diffsuite.configs.robots"))
+        self.design = designs.build(robot if isinstance(robot, dict) else configs.read_yaml(robot, "diffsuite.configs.robots"))
         if self.design.n_actuators == 0:
             raise ValueError(f"config key 'robot': design {robot!r} has no actuated springs to walk with")
         self.cfg, self.substeps, self.max_steps = cfg, int(cfg["substeps"]), int(cfg["max_steps"])

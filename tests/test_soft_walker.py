@@ -50,3 +50,10 @@ def test_diff_face_passes_gradcheck():
 def test_bad_config_is_named(overrides, match):
     with pytest.raises(ValueError, match=match):
         make_diff(ID, **{**COARSE, **overrides})
+
+
+def test_task_classes_take_a_config_by_name_as_trajopt_passes_it():
+    from diffsuite.envs import TASKS
+    task = TASKS["diffsuite/SoftWalker-v0"](config="soft_walker_3d", max_steps=4)
+    assert task.dim == 3 and task.max_steps == 4
+    assert TASKS["diffsuite/PlasticinePinch-v0"](config="sand_spread").cfg["material"]["kind"] == "sand"
