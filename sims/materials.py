@@ -74,6 +74,21 @@ def _dev_norm(eps):
 
 
 @ti.func
+def _von_mises(norm, mu, yield_stress):
+    """Fraction of the deviatoric strain (norm: its size) that the von Mises return removes."""
+    return ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm))
+
+
+@ti.func
+def _drucker_prager(norm, tr, d: ti.template(), mu, lam, friction_angle):
+    """Klar et al. 2016: the plastic multiplier (> 0: outside the cone) for deviatoric strain
+    of size norm and volumetric strain tr."""
+    sphi = ti.sin(friction_angle * math.pi / 180)
+    alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
+    return norm + (d * lam + 2 * mu) / (2 * mu) * tr * alpha
+
+
+@ti.func
 def project(kinds: ti.template(), kind, F, mu, lam, yield_stress, friction_angle):
     """Plastic return mapping: the elastic part of F after this step's deformation.
 
@@ -82,17 +97,14 @@ def project(kinds: ti.template(), kind, F, mu, lam, yield_stress, friction_angle
     if ti.static(2 in kinds):
         if kind == 2:  # von Mises: shrink the deviatoric Hencky strain onto the yield surface
             dev, norm = _dev_norm(hencky(F))
-            gamma = ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm))
+            gamma = _von_mises(norm, mu, yield_stress)
             out = _sym2(-gamma * dev, False) @ F
     if ti.static(3 in kinds):
         if kind == 3:  # Drucker-Prager (Klar et al. 2016): no tension, cone in compression
             eps = hencky(F)
             dev, norm = _dev_norm(eps)
             tr = eps.trace()
-            d = ti.static(F.n)
-            sphi = ti.sin(friction_angle * math.pi / 180)
-            alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
-            dgamma = norm + (d * lam + 2 * mu) / (2 * mu) * tr * alpha
+            dgamma = _drucker_prager(norm, tr, ti.static(F.n), mu, lam, friction_angle)
             if tr > 0:
                 out = _sym2(-eps, False) @ F
             elif dgamma > 0:
@@ -158,11 +170,9 @@ def principal(kinds: ti.template(), kind, lam, mu, la, yield_stress, friction_an
         norm = ti.sqrt(dev.dot(dev) + 1e-20)
         shift = eps * 0  # the plastic strain this step removes
         if ti.static(2 in kinds):  # von Mises: shrink the deviatoric strain onto the yield surface
-            shift = _pick(kind, 2, ti.max(0.0, 1.0 - yield_stress / (2 * mu * norm)) * dev, shift)
+            shift = _pick(kind, 2, _von_mises(norm, mu, yield_stress) * dev, shift)
         if ti.static(3 in kinds):  # Drucker-Prager: no tension; in compression, back to the cone
-            sphi = ti.sin(friction_angle * math.pi / 180)
-            alpha = ti.sqrt(2.0 / 3.0) * 2 * sphi / (3 - sphi)
-            dgamma = norm + (d * la + 2 * mu) / (2 * mu) * tr * alpha
+            dgamma = _drucker_prager(norm, tr, d, mu, la, friction_angle)
             tension = ti.select(tr > 0, 1.0, 0.0)
             cone = (1 - tension) * ti.select(dgamma > 0, 1.0, 0.0)
             shift = _pick(kind, 3, tension * eps + cone * dgamma / norm * dev, shift)

@@ -244,8 +244,14 @@ class MPM(Controls):
     def _principal(self, f: ti.i32):
         for b, p in ti.ndrange(self.B, self.P):
             pv, rv, tv = self._principal_at(b, p, self.lam[b, p])
-            self.g[b, p] = ti.Vector([pv[i] for i in ti.static(range(self.dim))] + [rv[i] for i in ti.static(range(self.dim))]
-                                     + [tv[i] for i in ti.static(range(self.dim))])
+            self.g[b, p] = self._pack(pv, rv, tv)
+
+    @ti.func
+    def _pack(self, pv, rv, tv):
+        """(p, r, t) as one 3 dim vector, the layout of the g field; _split undoes it."""
+        D = ti.static(self.dim)
+        return ti.Vector([pv[i] for i in ti.static(range(D))] + [rv[i] for i in ti.static(range(D))]
+                         + [tv[i] for i in ti.static(range(D))])
 
     @ti.func
     def _split(self, g):
@@ -278,8 +284,7 @@ class MPM(Controls):
             p_bar, bp = spec.reverse(Q, F_bar @ Ft.transpose(), Gp)  # F[f+1] = P Ft + R
             r_bar, br = spec.reverse(Q, F_bar, Gr)
             t_bar, bt = spec.reverse(Q, self.tau_e.grad[b, p], Gt)
-            self.g.grad[b, p] = ti.Vector([p_bar[i] for i in ti.static(range(self.dim))] + [r_bar[i] for i in ti.static(range(self.dim))]
-                                          + [t_bar[i] for i in ti.static(range(self.dim))])
+            self.g.grad[b, p] = self._pack(p_bar, r_bar, t_bar)
             self.b_bar[b, p] = bp + br + bt
             self.Ft_bar[b, p] = spec.assemble(Q, pv) @ F_bar  # P is symmetric
             self.tau_e.grad[b, p] = Q * 0
