@@ -18,7 +18,7 @@ def _shaping(default):
 
 TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask,
          "diffsuite/PlasticinePress-v0": ShapingTask, "diffsuite/PlasticinePinch-v0": _shaping("plasticine_pinch"),
-         "diffsuite/SandSpread-v0": _shaping("sand_spread")}
+         "diffsuite/SandPush-v0": _shaping("sand_push")}
 
 
 def _env(task_cls):

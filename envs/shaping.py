@@ -1,6 +1,6 @@
 """Shaping tasks: deform plasticine or sand into a target shape with kinematic tools (PlasticineLab-style).
 
-PlasticinePress-v0, PlasticinePinch-v0 and SandSpread-v0 are this task with different configs."""
+PlasticinePress-v0, PlasticinePinch-v0 and SandPush-v0 are this task with different configs."""
 import numpy as np
 import torch
 
@@ -13,7 +13,7 @@ from . import config as configs
 class ShapingTask:
     """## Description
     A block of plasticine or sand on the floor and one or more rigid tools
-    (configs/plasticine_press.yaml, plasticine_pinch.yaml, sand_spread.yaml). Deform the
+    (configs/plasticine_press.yaml, plasticine_pinch.yaml, sand_push.yaml). Deform the
     block into the target shape.
 
     ## Action space
@@ -37,7 +37,7 @@ class ShapingTask:
 
     ## Arguments
     Any key of configs/plasticine_press.yaml (the defaults); config="plasticine_pinch" or
-    "sand_spread" (the other envs' files) or a path reads overrides. Unknown keys raise
+    "sand_push" (the other envs' files) or a path reads overrides. Unknown keys raise
     ValueError.
 
     ## Version history
@@ -61,6 +61,9 @@ class ShapingTask:
         self.action_dim = self.n_tools * (self.dim + 1)
         self.obs_dim = 2 * self.dim + self.n_tools * (self.dim + 1) + 1
         self.target_mass = self._grid_mass(self.target[None])
+        # frame the block, the target and the tools' start, with a margin for what moves
+        xs = np.concatenate([self.x0[:, 0], self.target[:, 0].numpy(), [t["position"][0] for t in cfg["tools"]]])
+        self.view = (xs.min() - 0.08, 3.0 / cfg["n_grid"] - 0.03, xs.max() - xs.min() + 0.16)
 
     def make_sim(self, num_worlds):
         c = self.cfg
@@ -115,8 +118,7 @@ class ShapingTask:
         x, pose = state[0], state[4]
         shade = np.clip((x[:, 1] - 0.06) / 0.25, 0, 1)[:, None]
         colors = ((1 - shade) * [190, 120, 60] + shade * [240, 190, 120]).astype(np.uint8)
-        floor = 3.0 / self.cfg["n_grid"]
-        view = (0.2, floor - 0.03, 0.6)
+        floor, view = 3.0 / self.cfg["n_grid"], self.view
         img = draw_particles(self.target.numpy(), np.full((len(self.target), 3), 215, np.uint8),
                              ground=floor, view=view, radius=3)
         img = _overlay(img, draw_particles(x, colors, ground=floor, view=view), 245)

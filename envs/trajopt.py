@@ -110,6 +110,17 @@ def cem(task, budget, population=32, elite_frac=0.125, init_std=0.5, seed=0, pro
     return {"curve": curve, "best_return": best[0], "best_actions": best[1]}
 
 
+def noop_return(task, seed=0):
+    """The return of holding every action at zero: what the task gives for no effort."""
+    sim = task.make_sim(1)
+    dtype = _dtype(sim)
+    with torch.no_grad():
+        ret = episode_return(task, sim, _start(task, sim, seed, dtype),
+                             torch.zeros(1, task.max_steps, task.action_dim, dtype=dtype))
+    sim.free()
+    return float(ret[0])
+
+
 def replay_frames(task, actions, seed=0):
     """Frames of one world following open-loop actions (1, steps, A), one per env step."""
     env = DiffEnv(task, num_envs=1, autoreset=False)

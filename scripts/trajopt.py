@@ -44,9 +44,11 @@ def run(cfg_path, methods=None, out=None, iterations=None, progress=True):
         results[m] = runners[m]()
         results[m]["seconds"] = time.perf_counter() - t0
     best = max(results, key=lambda m: results[m]["best_return"])
-    _plot(results, os.path.join(out, "curves.png"), cfg["env"])
+    noop = trajopt.noop_return(task, cfg["seed"])
+    _plot(results, noop, os.path.join(out, "curves.png"), cfg["env"])
     write_gif(os.path.join(out, "best.gif"), trajopt.replay_frames(task, results[best]["best_actions"], cfg["seed"]))
     summary = {"env": cfg["env"], "out": out, "env_config": cfg["env_config"], "seed": cfg["seed"], "best_method": best,
+               "noop_return": noop,
                "substeps_per_episode": task.substeps * task.max_steps,
                "methods": {m: {"best_return": r["best_return"], "final_return": r["curve"][-1][1],
                                "simulated_substeps": r["curve"][-1][0], "seconds": round(r["seconds"], 2),
@@ -56,8 +58,9 @@ def run(cfg_path, methods=None, out=None, iterations=None, progress=True):
     return summary
 
 
-def _plot(results, path, title):
+def _plot(results, noop, path, title):
     fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axhline(noop, color="grey", linestyle="--", label="no action")
     for m, r in results.items():
         steps, rets = zip(*r["curve"])
         ax.plot(steps, rets, label=m, marker="." if len(steps) < 30 else None)
@@ -80,6 +83,7 @@ def main():
     s = run(a.config, a.method, a.out, a.iterations)
     for m, r in s["methods"].items():
         print(f"{m:>7}: best return {r['best_return']:8.3f} after {r['simulated_substeps']:>9,} substeps ({r['seconds']} s)")
+    print(f"{'no-op':>7}: return {s['noop_return']:8.3f}")
     print(f"outputs in {s['out']}/")
 
 

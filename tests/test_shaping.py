@@ -1,4 +1,4 @@
-"""Shaping envs (PlasticinePress, PlasticinePinch, SandSpread): faces, shape distance, gradients (coarse)."""
+"""Shaping envs (PlasticinePress, PlasticinePinch, SandPush): faces, shape distance, gradients (coarse)."""
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 import pytest
@@ -9,7 +9,7 @@ from diffsuite.envs import ShapingTask, make_diff
 COARSE = dict(particle_spacing=1 / 40, max_steps=3, substeps=5)
 
 
-@pytest.mark.parametrize("name, tools", [("PlasticinePress", 1), ("PlasticinePinch", 2), ("SandSpread", 1)])
+@pytest.mark.parametrize("name, tools", [("PlasticinePress", 1), ("PlasticinePinch", 2), ("SandPush", 1)])
 def test_gym_face_and_render(name, tools):
     env = gym.make(f"diffsuite/{name}-v0", render_mode="rgb_array", **COARSE)
     check_env(env.unwrapped, skip_render_check=False)

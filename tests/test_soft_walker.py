@@ -56,4 +56,4 @@ def test_task_classes_take_a_config_by_name_as_trajopt_passes_it():
     from diffsuite.envs import TASKS
     task = TASKS["diffsuite/SoftWalker-v0"](config="soft_walker_3d", max_steps=4)
     assert task.dim == 3 and task.max_steps == 4
-    assert TASKS["diffsuite/PlasticinePinch-v0"](config="sand_spread").cfg["material"]["kind"] == "sand"
+    assert TASKS["diffsuite/PlasticinePinch-v0"](config="sand_push").cfg["material"]["kind"] == "sand"

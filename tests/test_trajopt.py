@@ -4,9 +4,10 @@ import os
 import sys
 
 import numpy as np
+import torch
 import yaml
 
-from diffsuite.envs import WalkerTask, trajopt
+from diffsuite.envs import DiffEnv, WalkerTask, trajopt
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 import trajopt as trajopt_script  # noqa: E402
@@ -31,6 +32,14 @@ def test_cem_spends_its_budget_in_batched_rollouts():
     assert r["best_actions"].shape == (1, SHORT["max_steps"], task.action_dim)
 
 
+def test_noop_return_matches_stepping_with_zero_actions():
+    task = WalkerTask(**SHORT)
+    env = DiffEnv(task, num_envs=1, autoreset=False)
+    env.reset(seed=0)
+    total = sum(env.step(torch.zeros(1, task.action_dim, dtype=env.dtype))[1].item() for _ in range(task.max_steps))
+    assert np.isfinite(total) and abs(trajopt.noop_return(task) - total) < 1e-9 * max(1.0, abs(total))
+
+
 def test_script_writes_plot_gif_and_summary(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"env_config": SHORT, "adam": {"iterations": 3, "lr": 0.05},
@@ -40,5 +49,6 @@ def test_script_writes_plot_gif_and_summary(tmp_path):
     for name in ("curves.png", "best.gif", "summary.json"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["noop_return"] == s["noop_return"] and np.isfinite(s["noop_return"])
     assert set(saved["methods"]) == {"adam", "policy", "cem"} == set(s["methods"])
     assert saved["methods"]["cem"]["simulated_substeps"] <= saved["methods"]["adam"]["simulated_substeps"]
