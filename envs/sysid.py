@@ -22,7 +22,7 @@ def fit(task, observed, actions, guess, iterations=60, lr=0.05, progress=True):
     opt = torch.optim.Adam(list(logs.values()), lr=lr, betas=(0.5, 0.99))
     decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.05 ** (1 / iterations))
     obs = torch.as_tensor(observed, dtype=dtype)
-    acts = torch.as_tensor(actions, dtype=dtype)
+    acts = task.to_sim(torch.as_tensor(actions, dtype=dtype))
     scale = obs.var().clamp_min(1e-12)
     history = []
     for _ in tqdm(range(iterations), desc="sysid", disable=not progress):
@@ -44,6 +44,7 @@ def observe(task, actions):
     dtype = torch.float64 if sim.np_dtype == np.float64 else torch.float32
     state0 = tuple(torch.as_tensor(s, dtype=dtype) for s in task.initial_state(sim, np.random.default_rng(0)))
     with torch.no_grad():
-        states, _ = torch_ops.rollout(sim, state0, None, torch.as_tensor(actions, dtype=dtype), substeps=task.substeps)
+        states, _ = torch_ops.rollout(sim, state0, None, task.to_sim(torch.as_tensor(actions, dtype=dtype)),
+                                      substeps=task.substeps)
     sim.free()
     return states[0].numpy()

@@ -2,8 +2,9 @@
 
     python scripts/sysid.py configs/sysid_soft_walker.yaml [--out DIR]
 
-Simulates the config's true material under random muscle actions, then fits the guessed
-parameters by gradient descent through the checkpointed rollout. Writes fit.png (loss and
+Simulates the config's true material under the config's `actions` (random in [-1, 1] per
+step, or one action held for the whole episode, like a press in a materials lab), then fits
+the guessed parameters by gradient descent through the checkpointed rollout. Writes fit.png (loss and
 relative error per iteration) and summary.json under the output folder.
 """
 import argparse
@@ -32,8 +33,7 @@ def run(cfg_path, out=None, iterations=None, progress=True):
     if unknown:
         raise ValueError(f"config key 'guess': {sorted(unknown)} not among the material's parameters")
     truth = {k: float(task.cfg["material"][k]) for k in cfg["guess"]}
-    rng = np.random.default_rng(cfg["seed"])
-    actions = rng.uniform(-1, 1, (1, task.max_steps, task.action_dim))
+    actions = _actions(cfg, task)
     observed = sysid.observe(task, actions)
     history, estimate = sysid.fit(task, observed, actions, cfg["guess"], iterations or cfg["iterations"],
                                   cfg["lr"], progress)
@@ -47,6 +47,17 @@ def run(cfg_path, out=None, iterations=None, progress=True):
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
+
+
+def _actions(cfg, task):
+    """The experiment's actions (1, steps, A): 'random' or one action held throughout."""
+    spec = cfg["actions"]
+    if spec == "random":
+        return np.random.default_rng(cfg["seed"]).uniform(-1, 1, (1, task.max_steps, task.action_dim))
+    held = np.asarray(spec, float) if isinstance(spec, (list, tuple)) else np.zeros(0)
+    if held.shape != (task.action_dim,) or not np.isfinite(held).all() or np.abs(held).max() > 1:
+        raise ValueError(f"config key 'actions' must be 'random' or {task.action_dim} numbers in [-1, 1], got {spec!r}")
+    return np.tile(held, (1, task.max_steps, 1))
 
 
 def _plot(history, truth, path):

@@ -96,11 +96,15 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         sim.set_params(params)
     tape = Tape(T, every, hold, controls, params if params is not None else sim.get_params(),
                 tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
+    name = type(sim).__name__
+    for k, s in zip(sim.state_names, init_state):
+        if not np.isfinite(s).all():
+            raise ValueError(f"{name} initial state {k!r} has non-finite values")
     sim.load(0, init_state)
     outs = [[] for _ in sim.state_names]
     segs = _segments(T, sim.K)
     for i, (t0, n) in enumerate(segs):
-        tape.put(sim.save(0))
+        tape.put(_finite(sim.save(0), name, t0))
         sim.set_controls(controls[:, (t0 + np.arange(n)) // hold])
         for unit in sim.units(n):
             for st in unit:
@@ -111,10 +115,18 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
                 o.append(arr)
         if i + 1 < len(segs):
             sim.shift(n)
-    final = sim.save(segs[-1][1])
+    final = _finite(sim.save(segs[-1][1]), name, T)
     sim._resident_tape = tape  # the last segment's frames are still in the fields: backward reuses them
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
     return outputs, final, tape
+
+
+def _finite(state, name, t):
+    """state, or a FloatingPointError if the simulation diverged before substep t."""
+    if not all(np.isfinite(c).all() for c in state):
+        raise FloatingPointError(f"{name} diverged: the state is non-finite by substep {t} (dt too large for "
+                                 "the material, or actions or parameters out of the stable range)")
+    return state
 
 
 def _frames_with_outputs(t0, n, every):

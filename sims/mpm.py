@@ -86,12 +86,20 @@ class MPM(Controls):
                              f"{self.cfg.bound}-cell walls); got range [{x.min():.3g}, {x.max():.3g}]")
         if self.material_id.size and (self.material_id.min() < 0 or self.material_id.max() >= self.M):
             raise ValueError(f"particle material ids must be in [0, {self.M}), got max {self.material_id.max()}")
+        self._check_stable(*(np.array([m[k] for m in self.materials], float) for k in ("E", "nu")))
+
+    def _check_stable(self, E, nu):
+        """Young's moduli and Poisson ratios (per material, or (B, M)) that dt can integrate."""
+        if not (np.isfinite(E).all() and (E > 0).all()):
+            raise ValueError(f"material parameter 'E' must be positive and finite, got {np.ravel(E)}")
+        if not ((nu > -1).all() and (nu < 0.5).all()):
+            raise ValueError(f"material parameter 'nu' must lie in (-1, 0.5), got {np.ravel(nu)}")
         # the pressure wave may cross at most one cell per substep (CFL)
-        c = max(np.sqrt(m["E"] * (1 - m["nu"]) / ((1 + m["nu"]) * (1 - 2 * m["nu"])) / m["density"])
-                for m in self.materials)
+        rho = np.array([m["density"] for m in self.materials], float)
+        c = np.sqrt(E * (1 - nu) / ((1 + nu) * (1 - 2 * nu)) / rho).max()
         if not (0 < self.dt and self.dt * c < self.dx):
-            raise ValueError(f"unstable dt={self.dt}: the CFL limit for wave speed {c:.3g} on dx={self.dx:.3g} "
-                             f"is dt < {self.dx / c:.3g}")
+            raise ValueError(f"unstable dt={self.dt}: the CFL limit for wave speed {c:.3g} (E up to {np.max(E):.4g}) "
+                             f"on dx={self.dx:.3g} is dt < {self.dx / c:.3g}")
 
     def _allocate(self):
         B, K, P, D, dt = self.B, self.K, self.P, self.dim, self.dtype
@@ -443,6 +451,9 @@ class MPM(Controls):
         self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})
 
     def set_params(self, params):
+        if "E" in params or "nu" in params:
+            now = {k: params[k] if k in params else getattr(self, k).to_numpy() for k in ("E", "nu")}
+            self._check_stable(np.asarray(now["E"], float), np.asarray(now["nu"], float))
         for name, value in params.items():
             fld = getattr(self, name)
             fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))

@@ -125,6 +125,21 @@ def test_bad_materials_and_dt_are_named(bad, match):
         MPM(_block(), [bad], n_grid=32, dt=1e-3)
 
 
+def test_unstable_parameters_and_diverging_states_are_named():
+    sim = MPM(_block(spacing=1 / 32), [MATERIALS["neo_hookean"]], n_grid=32, dt=1e-3, segment=5)
+    with pytest.raises(ValueError, match=r"unstable dt=0.001: .*E up to 1e\+07"):
+        sim.set_params({"E": np.array([[1e7]])})  # what an optimizer's step may ask for
+    with pytest.raises(ValueError, match="'E' must be positive"):
+        sim.set_params({"E": np.array([[-1.0]])})
+    x, v, C, F, pose = sim.initial_state()
+    with pytest.raises(ValueError, match="initial state 'v' has non-finite"):
+        adjoint.forward(sim, (x, v + np.nan, C, F, pose), np.zeros((1, 10, sim.A)))
+    v[0, 0] = 1e200  # finite, but it overflows within a few substeps
+    with pytest.raises(FloatingPointError, match="MPM diverged: the state is non-finite by substep 5"):
+        adjoint.forward(sim, (x, v, C, F, pose), np.zeros((1, 10, sim.A)))
+    sim.free()
+
+
 def test_particles_outside_the_grid_are_refused():
     with pytest.raises(ValueError, match="particles must lie inside"):
         MPM({"x": np.array([[0.01, 0.5]])}, [MATERIALS["fluid"]], n_grid=32)

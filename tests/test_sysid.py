@@ -1,4 +1,4 @@
-"""scripts/sysid.py: material parameters recovered from a trajectory (coarse soft walker)."""
+"""scripts/sysid.py: material parameters recovered from a trajectory (coarse soft walker, coarse press)."""
 import json
 import os
 import sys
@@ -20,6 +20,25 @@ def test_recovers_youngs_modulus(tmp_path):
     assert s["history"][-1]["loss"] < 1e-3 * s["history"][0]["loss"]
     assert (tmp_path / "out" / "fit.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["estimate"]["E"] == s["estimate"]["E"]
+
+
+def test_recovers_youngs_modulus_and_yield_stress_from_a_press(tmp_path):
+    tool = {"shape": "box", "half": [0.12, 0.02], "position": [0.5, 0.22], "friction": 1.0}  # on the top row
+    env = {"particle_spacing": 0.025, "max_steps": 16, "substeps": 10, "tools": [tool]}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"env": "diffsuite/PlasticinePress-v0", "env_config": env, "actions": [0.0, -1.0, 0.0],
+                                   "guess": {"E": 180.0, "yield_stress": 12.0}, "iterations": 15, "lr": 0.2}))
+    s = sysid_script.run(str(cfg), out=str(tmp_path / "out"), progress=False)
+    assert s["truth"] == {"E": 300.0, "yield_stress": 8.0}
+    assert max(s["relative_error"].values()) < 0.05
+    assert s["history"][-1]["loss"] < 1e-3 * s["history"][0]["loss"]
+
+
+def test_bad_actions_are_named(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"env_config": COARSE, "guess": {"E": 18.0}, "actions": [0.0, 2.0]}))
+    with pytest.raises(ValueError, match="'actions' must be 'random' or 4 numbers"):
+        sysid_script.run(str(cfg), out=str(tmp_path / "out"), progress=False)
 
 
 def test_unknown_parameter_is_named(tmp_path):
