@@ -29,7 +29,7 @@ def fit(task, observed, actions, guess, iterations=60, lr=0.05, progress=True):
         params = {k: (torch.exp(logs[k]) * torch.ones_like(v) if k in logs else v) for k, v in base.items()}
         states, _ = torch_ops.rollout(sim, state0, params, acts, substeps=task.substeps)
         loss = ((states[0] - obs) ** 2).mean() / scale
-        history.append((loss.item(), {k: float(torch.exp(v)) for k, v in logs.items()}))
+        history.append((loss.item(), {k: float(torch.exp(v.detach())) for k, v in logs.items()}))
         opt.zero_grad()
         loss.backward()
         opt.step()
