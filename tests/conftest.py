@@ -4,6 +4,11 @@ import os
 os.environ.setdefault("DIFFSUITE_ARCH", "cpu")
 os.environ.setdefault("DIFFSUITE_FP", "f64")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# pytest-xdist workers each get their own Taichi offline cache (beside the usual one):
+# two processes compiling into one cache can collide
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _cache = os.environ.get("TI_OFFLINE_CACHE_FILE_PATH", os.path.expanduser("~/.cache/taichi/ticache"))
+    os.environ["TI_OFFLINE_CACHE_FILE_PATH"] = f"{_cache}-{os.environ['PYTEST_XDIST_WORKER']}"
 
 from importlib.resources import files  # noqa: E402
 

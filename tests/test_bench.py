@@ -18,7 +18,7 @@ def test_bench_quick_writes_json_and_table(tmp_path):
     out = tmp_path / "b.json"
     env = {**os.environ, "DIFFSUITE_ARCH": "cpu"}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     r = json.loads(out.read_text())
     assert (tmp_path / "b.md").read_text().count("DiffTaichi") >= 1
