@@ -33,11 +33,12 @@ def _vec(task_cls):
     return make
 
 
-def make_diff(env_id, num_envs=1, config=None, **overrides):
-    """The differentiable torch face of a registered environment, N worlds in one launch."""
+def make_diff(env_id, num_envs=1, config=None, clip=None, **overrides):
+    """The differentiable torch face of a registered environment, N worlds in one launch.
+    clip: None raises on a NaN/Inf gradient; a number clips the adjoint (DiffEnv)."""
     if env_id not in TASKS:
         raise ValueError(f"unknown environment {env_id!r}; known: {sorted(TASKS)}")
-    return DiffEnv(TASKS[env_id](config, **overrides), num_envs=num_envs)
+    return DiffEnv(TASKS[env_id](config, **overrides), num_envs=num_envs, clip=clip)
 
 
 for _id, _task in TASKS.items():

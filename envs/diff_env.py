@@ -13,8 +13,11 @@ from ..sims import torch_ops
 
 
 class DiffEnv:
-    def __init__(self, task, num_envs=1, autoreset=True):
-        self.task, self.num_envs, self.autoreset = task, int(num_envs), autoreset
+    def __init__(self, task, num_envs=1, autoreset=True, clip=None):
+        """clip: None raises on a NaN/Inf gradient; a number clips the adjoint per step
+        (sims/torch_ops.step)."""
+        torch_ops.check_clip(clip)
+        self.task, self.num_envs, self.autoreset, self.clip = task, int(num_envs), autoreset, clip
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs!r}")
         self.sim = task.make_sim(self.num_envs)
@@ -44,7 +47,8 @@ class DiffEnv:
         if tuple(action.shape) != (self.num_envs, self.task.action_dim):
             raise ValueError(f"action must have shape {(self.num_envs, self.task.action_dim)}, got {tuple(action.shape)}")
         prev = self.state
-        self.state = torch_ops.step(self.sim, prev, self.task.to_sim(action), self.params, self.task.substeps)
+        self.state = torch_ops.step(self.sim, prev, self.task.to_sim(action), self.params, self.task.substeps,
+                                    clip=self.clip)
         self.t += 1
         obs = self.task.observe(self.state, self.t)
         reward = self.task.reward(prev, self.state, action)

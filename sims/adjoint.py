@@ -135,11 +135,15 @@ def _frames_with_outputs(t0, n, every):
     return list(range(first, n + 1, every))
 
 
-def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
+def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None):
     """Adjoints of a forward pass.
 
     grad_outputs: per state component, an array like the outputs (or None);
     grad_final: per state component, an array like the final state (or None).
+    clip: None raises on a non-finite adjoint. A number instead zeroes non-finite entries
+    and, at every checkpoint, scales each world's adjoint state down to at most that L2 norm
+    (clipped backpropagation through time, for chaotic horizons: a biased gradient rather
+    than none).
     Returns (grad_init_state, grad_controls like the controls, grad_params dict).
     """
     name = name or type(sim).__name__
@@ -173,13 +177,26 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None):
             for st in reversed(unit):
                 st.backward()
         carry = [g.astype(np.float64) for g in sim.frame_grad(0)]
-        np.add.at(grad_u, (slice(None), idx), sim.control_grad(n))
+        seg_u = sim.control_grad(n)
+        if clip is not None:
+            carry, seg_u = _clip(carry, clip), np.nan_to_num(seg_u, nan=0.0, posinf=0.0, neginf=0.0)
+        np.add.at(grad_u, (slice(None), idx), seg_u)
         if not all(np.isfinite(c).all() for c in carry):
             raise FloatingPointError(f"non-finite gradient in {name} reverse of substeps {t0}..{t0 + n}")
     grads_p = sim.param_grads()
+    if clip is not None:
+        grads_p = {k: np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for k, g in grads_p.items()}
     if not all(np.isfinite(g).all() for g in grads_p.values()) or not np.isfinite(grad_u).all():
         raise FloatingPointError(f"non-finite parameter or control gradient in {name}")
     return carry, grad_u, grads_p
+
+
+def _clip(carry, max_norm):
+    """Adjoint state with non-finite entries zeroed and each world's norm at most max_norm."""
+    carry = [np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in carry]
+    norm = np.sqrt(sum((c.reshape(len(c), -1) ** 2).sum(1) for c in carry))
+    scale = np.minimum(1.0, max_norm / np.maximum(norm, 1e-300))
+    return [c * scale.reshape((-1,) + (1,) * (c.ndim - 1)) for c in carry]
 
 
 def _seed(carry, grad_outputs, t0, n, every):

@@ -55,6 +55,29 @@ def test_nan_gradient_raises_naming_kernel(problem):
     sim.free()
 
 
+def test_clip_zeroes_nan_and_bounds_the_adjoint_per_world(problem):
+    design, u, _, _ = problem
+    sim = MassSpring(design, num_worlds=2, segment=8)
+    u2 = np.concatenate([u[:, :24], -u[:, :24]])
+    _, fin, tape = adjoint.forward(sim, sim.initial_state(), u2)
+    seed = [np.ones_like(fin[0]), None]
+    ref = adjoint.backward(sim, tape, None, seed)
+    same = adjoint.backward(sim, tape, None, seed, clip=1e30)  # never reached: the plain gradient
+    assert all(np.array_equal(a, b) for a, b in zip(ref[0] + [ref[1]], same[0] + [same[1]]))
+    norms = np.sqrt(sum((g.reshape(2, -1) ** 2).sum(1) for g in ref[0]))
+    clip = 0.5 * norms.min()
+    (gx, gv), gu, _ = adjoint.backward(sim, tape, None, seed, clip=clip)
+    clipped = np.sqrt((gx.reshape(2, -1) ** 2).sum(1) + (gv.reshape(2, -1) ** 2).sum(1))
+    assert clipped.max() <= clip * (1 + 1e-12) and np.isclose(clipped.max(), clip)  # clipped at t=0 too
+    assert not np.allclose(gu, ref[1])  # and earlier checkpoints' clipping reached the controls
+    bad = np.ones_like(fin[0])
+    bad[1] = np.nan  # world 1's seed is NaN: zeroed, world 0 untouched
+    (gx, gv), gu, gp = adjoint.backward(sim, tape, None, [bad, None], clip=1e30)
+    assert np.array_equal(gx[0], ref[0][0][0]) and np.array_equal(gu[0], ref[1][0])
+    assert np.isfinite(gp["stiffness"]).all() and not gx[1].any()
+    sim.free()
+
+
 def test_default_segment_is_sqrt_unless_frames_are_small():
     assert adjoint.default_segment(10000) == 100 and adjoint.default_segment(1) == 1
     assert adjoint.default_segment(10000, frame_bytes=2 ** 20, budget=2 ** 28) == 256

@@ -110,3 +110,8 @@ def test_bad_actions_are_named():
         denv.step(torch.zeros(n))
     with pytest.raises(ValueError, match="NaN/Inf"):
         denv.step(torch.full((2, n), float("nan")))
+
+
+def test_bad_gradient_clip_is_named():
+    with pytest.raises(ValueError, match="clip must be None or a positive number .* got 0"):
+        make_diff("diffsuite/MassSpringWalker-v0", clip=0)

@@ -67,3 +67,19 @@ def test_bad_actions_are_refused(sim):
     bad[1, 1, 4] = float("nan")
     with pytest.raises(ValueError, match=r"NaN/Inf \(first at index \[1, 1, 4\]\)"):
         torch_ops.rollout(sim, (x0, v0), None, bad)
+
+
+def test_clip_bounds_the_state_gradient_and_bad_clip_is_named(sim):
+    x0, v0, act, k = _inputs(sim, 4)
+    _, (xr, _) = torch_ops.rollout(sim, (x0, v0), {"stiffness": k}, act, substeps=3)
+    g_ref = torch.autograd.grad(xr.sum(), (x0, v0))
+    norm = torch.sqrt(sum((g.reshape(sim.B, -1) ** 2).sum(1) for g in g_ref))
+    _, (xc, _) = torch_ops.rollout(sim, (x0, v0), {"stiffness": k}, act, substeps=3, clip=0.1 * norm.min().item())
+    g_clip = torch.autograd.grad(xc.sum(), (x0, v0))
+    clipped = torch.sqrt(sum((g.reshape(sim.B, -1) ** 2).sum(1) for g in g_clip))
+    assert clipped.max() <= 0.1 * norm.min() * (1 + 1e-12) and torch.isclose(clipped.max(), 0.1 * norm.min())
+    state = torch_ops.step(sim, (x0, v0), act[:, 0], {"stiffness": k}, substeps=3, clip=1e-3)
+    g_step = torch.autograd.grad(state[0].sum(), x0)[0]
+    assert 0 < g_step.reshape(sim.B, -1).norm(dim=1).max() <= 1e-3 * (1 + 1e-12)
+    with pytest.raises(ValueError, match="clip must be None or a positive number"):
+        torch_ops.rollout(sim, (x0, v0), {"stiffness": k}, act, clip=-1.0)
