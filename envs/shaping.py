@@ -63,7 +63,8 @@ class ShapingTask:
         self.target_mass = self._grid_mass(self.target[None])
         # frame the block, the target and the tools' start, with a margin for what moves
         xs = np.concatenate([self.x0[:, 0], self.target[:, 0].numpy(), [t["position"][0] for t in cfg["tools"]]])
-        self.view = (xs.min() - 0.08, 3.0 / cfg["n_grid"] - 0.03, xs.max() - xs.min() + 0.16)
+        self.floor = 3.0 / cfg["n_grid"]  # the MPM grid's wall
+        self.view = (xs.min() - 0.08, self.floor - 0.03, xs.max() - xs.min() + 0.16)
 
     def make_sim(self, num_worlds):
         c = self.cfg
@@ -118,7 +119,7 @@ class ShapingTask:
         x, pose = state[0], state[4]
         shade = np.clip((x[:, 1] - 0.06) / 0.25, 0, 1)[:, None]
         colors = ((1 - shade) * [190, 120, 60] + shade * [240, 190, 120]).astype(np.uint8)
-        floor, view = 3.0 / self.cfg["n_grid"], self.view
+        floor, view = self.floor, self.view
         img = draw_particles(self.target.numpy(), np.full((len(self.target), 3), 215, np.uint8),
                              ground=floor, view=view, radius=3)
         img = _overlay(img, draw_particles(x, colors, ground=floor, view=view), 245)

@@ -104,7 +104,8 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
     outs = [[] for _ in sim.state_names]
     segs = _segments(T, sim.K)
     for i, (t0, n) in enumerate(segs):
-        tape.put(_finite(sim.save(0), name, t0))
+        state = sim.save(0)
+        tape.put(_finite(state, name, t0) if i else state)  # the initial state was checked above
         sim.set_controls(controls[:, (t0 + np.arange(n)) // hold])
         for unit in sim.units(n):
             for st in unit:
@@ -179,21 +180,25 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
         carry = [g.astype(np.float64) for g in sim.frame_grad(0)]
         seg_u = sim.control_grad(n)
         if clip is not None:
-            carry, seg_u = _clip(carry, clip), np.nan_to_num(seg_u, nan=0.0, posinf=0.0, neginf=0.0)
+            carry, seg_u = _clip(carry, clip), _zero_nonfinite(seg_u)
         np.add.at(grad_u, (slice(None), idx), seg_u)
         if not all(np.isfinite(c).all() for c in carry):
             raise FloatingPointError(f"non-finite gradient in {name} reverse of substeps {t0}..{t0 + n}")
     grads_p = sim.param_grads()
     if clip is not None:
-        grads_p = {k: np.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for k, g in grads_p.items()}
+        grads_p = {k: _zero_nonfinite(g) for k, g in grads_p.items()}
     if not all(np.isfinite(g).all() for g in grads_p.values()) or not np.isfinite(grad_u).all():
         raise FloatingPointError(f"non-finite parameter or control gradient in {name}")
     return carry, grad_u, grads_p
 
 
+def _zero_nonfinite(a):
+    return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _clip(carry, max_norm):
     """Adjoint state with non-finite entries zeroed and each world's norm at most max_norm."""
-    carry = [np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0) for c in carry]
+    carry = [_zero_nonfinite(c) for c in carry]
     norm = np.sqrt(sum((c.reshape(len(c), -1) ** 2).sum(1) for c in carry))
     scale = np.minimum(1.0, max_norm / np.maximum(norm, 1e-300))
     return [c * scale.reshape((-1,) + (1,) * (c.ndim - 1)) for c in carry]

@@ -451,9 +451,9 @@ class MPM(Controls):
         self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})
 
     def set_params(self, params):
-        if "E" in params or "nu" in params:
-            now = {k: params[k] if k in params else getattr(self, k).to_numpy() for k in ("E", "nu")}
-            self._check_stable(np.asarray(now["E"], float), np.asarray(now["nu"], float))
+        if "E" in params or "nu" in params:  # the new values with the current ones they pair with
+            self._check_stable(*(np.asarray(params[k] if k in params else getattr(self, k).to_numpy(), float)
+                                 for k in ("E", "nu")))
         for name, value in params.items():
             fld = getattr(self, name)
             fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))

@@ -1,8 +1,9 @@
 """Kinematic SDF manipulators pressing plasticine: gradients w.r.t. their pose and velocities."""
 import numpy as np
 import pytest
+import taichi as ti
 
-from diffsuite.sims import adjoint, gradcheck, sampling
+from diffsuite.sims import adjoint, colliders as col, gradcheck, init, sampling
 from diffsuite.sims.mpm import MPM
 
 TOOLS = {
@@ -108,9 +109,6 @@ SPECS = [dict(shape="plane"), dict(shape="sphere", radius=0.1), dict(shape="box"
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_every_shape_sdf_matches_its_closed_form_in_a_turned_frame(dim):
-    import taichi as ti
-    from diffsuite.sims import colliders as col, init
-
     init()
     rng = np.random.default_rng(dim)
     pos = np.array([0.5, 0.4, 0.45][:dim])
@@ -137,9 +135,6 @@ def test_every_shape_sdf_matches_its_closed_form_in_a_turned_frame(dim):
 
 
 def test_pose_advance_turns_the_quaternion_by_the_angular_velocity():
-    import taichi as ti
-    from diffsuite.sims import colliders as col, init
-
     init()
     w = np.array([0.3, -0.5, 0.8])
 
