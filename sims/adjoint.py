@@ -86,7 +86,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
     Returns (outputs, final_state, tape): outputs[k] stacks state component k at the
     global frames every, 2*every, ..., shape (B, T // every, ...).
     """
-    controls = np.asarray(controls)
+    controls = np.array(controls)  # a copy: the caller may change its array before backward
     T = controls.shape[1] * hold
     if T % every:
         raise ValueError(f"horizon T={T} must be a multiple of every={every}")
@@ -94,7 +94,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         raise ValueError(f"store must be 'memory' or 'disk', got {store!r}")
     if params is not None:
         sim.set_params(params)
-    tape = Tape(T, every, hold, controls, params if params is not None else sim.get_params(),
+    tape = Tape(T, every, hold, controls, sim.get_params(),  # copies of what the fields now hold
                 tmpdir=tempfile.TemporaryDirectory(prefix="diffsuite-ckpt-") if store == "disk" else None)
     name = type(sim).__name__
     for k, s in zip(sim.state_names, init_state):
@@ -117,7 +117,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         if i + 1 < len(segs):
             sim.shift(n)
     final = _finite(sim.save(segs[-1][1]), name, T)
-    sim._resident_tape = tape  # the last segment's frames are still in the fields: backward reuses them
+    sim._resident = (tape, sim.writes)  # the last segment's frames, valid while nothing writes the fields
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
     return outputs, final, tape
 
@@ -149,7 +149,11 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
     """
     name = name or type(sim).__name__
     T, every, hold = tape.T, tape.every, tape.hold
-    sim.set_params(tape.params)
+    resident = getattr(sim, "_resident", None)
+    reuse = resident is not None and resident[0] is tape and resident[1] == sim.writes
+    sim._resident = None
+    if not reuse:  # (when reused, the fields still hold the tape's parameters)
+        sim.set_params(tape.params)
     sim.zero_param_grads()
     carry = [np.zeros_like(s, dtype=np.float64) for s in tape.get(0)]
     pad = lambda g: None if g is None else list(g) + [None] * (len(carry) - len(g))  # trailing Nones optional
@@ -162,14 +166,12 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
         t0, n = segs[i]
         idx = (t0 + np.arange(n)) // hold
         units = sim.units(n)
-        if getattr(sim, "_resident_tape", None) is not tape:  # replay the segment from its checkpoint
-            sim._resident_tape = None
+        if not (reuse and i == len(segs) - 1):  # replay the segment from its checkpoint
             sim.load(0, tape.get(i))
             sim.set_controls(tape.controls[:, idx])
             for unit in units:
                 for st in unit:
                     st.forward()
-        sim._resident_tape = None
         sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
         for unit in reversed(units):
             for st in unit:

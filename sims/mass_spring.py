@@ -13,7 +13,7 @@ import taichi as ti
 from . import colliders as col
 from . import float_dtype, init
 from .adjoint import Stage
-from .controls import Controls
+from .state import FramedState
 
 # ground defaults: height (m), penalty stiffness (1/s^2), contact damping (1/s), friction
 # coefficient, softplus width of the penalty (m), velocity below which friction eases (m/s)
@@ -22,7 +22,7 @@ COLLIDER_SOFTNESS = 2e-3  # m: default width of a collider's contact band (sims/
 
 
 @ti.data_oriented
-class MassSpring(Controls):
+class MassSpring(FramedState):
     """Point masses joined by actuated springs above a soft ground with smooth friction.
 
     Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
@@ -32,9 +32,6 @@ class MassSpring(Controls):
     plane, box, sphere, capsule, cylinder) remove approaching velocity with friction;
     positions advance by symplectic Euler.
     """
-
-    state_names = ("x", "v")
-    param_names = ("stiffness",)
 
     def __init__(self, design, num_worlds=1, dt=0.004, segment=64, gravity=-4.8,
                  damping=15.0, ground=None, colliders=None):
@@ -48,32 +45,34 @@ class MassSpring(Controls):
         self.gravity, self.damping = float(gravity), float(damping)
         self.colliders, poses = col.parse(colliders, self.dim, 2 * COLLIDER_SOFTNESS)
         self.collider_pose = [[float(a) for a in p] for p in poses]  # fixed: compiled into the kernel
-        self._check_dt()
+        self._check_dt(design.stiffness)
         self.dtype = float_dtype()
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
         self._allocate()
         self.reset_params()
 
-    def _check_dt(self):
-        d = self.design
-        inv_m = np.where(d.masses > 0, 1.0 / np.maximum(d.masses, 1e-30), 0.0)
-        omega = np.sqrt(d.stiffness * (inv_m[d.springs[:, 0]] + inv_m[d.springs[:, 1]])) if self.S else np.zeros(1)
+    def _check_dt(self, stiffness):
+        """Stiffness (per spring, or (B, S)) that symplectic Euler integrates at this dt."""
+        d, k = self.design, np.asarray(stiffness, float)
+        if not (np.isfinite(k).all() and (k >= 0).all()):
+            raise ValueError(f"parameter 'stiffness' must be finite and non-negative, got min {k.min() if k.size else 0}")
+        inv_m = np.where(d.masses > 0, 1.0 / np.where(d.masses > 0, d.masses, 1.0), 0.0)
+        omega = np.sqrt(k * (inv_m[d.springs[:, 0]] + inv_m[d.springs[:, 1]])) if self.S else np.zeros(1)
         omega_max = max(float(omega.max()), math.sqrt(self.ground["stiffness"]))
         if not (self.dt > 0 and self.dt * omega_max < 2.0):
-            raise ValueError(f"unstable dt={self.dt}: symplectic Euler needs dt < {2.0 / omega_max:.3g} "
-                             f"for the stiffest spring or ground (omega={omega_max:.3g})")
+            raise ValueError(f"unstable dt={self.dt} for parameter 'stiffness' (up to {k.max() if k.size else 0:.4g}): "
+                             f"symplectic Euler needs dt < {2.0 / omega_max:.3g} for the stiffest spring or ground "
+                             f"(omega={omega_max:.3g})")
+
+    def _check_params(self, values):
+        self._check_dt(values["stiffness"])
 
     def _allocate(self):
         B, K, N, S, dim, dt = self.B, self.K, self.N, self.S, self.dim, self.dtype
-        fb = ti.FieldsBuilder()
-        vec = lambda: ti.Vector.field(dim, dt, needs_grad=True)
-        self.x, self.v, self.force = vec(), vec(), vec()
-        fb.dense(ti.ijk, (B, K + 1, N)).place(self.x, self.v, self.x.grad, self.v.grad)
+        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))], [("stiffness", (S,))])
+        self.force = ti.Vector.field(dim, dt, needs_grad=True)
         fb.dense(ti.ijk, (B, K, max(S, 1))).place(self.force, self.force.grad)
-        self.act = ti.field(dt, needs_grad=True)
-        fb.dense(ti.ijk, (B, K, max(self.A, 1))).place(self.act, self.act.grad)
-        self.stiffness = ti.field(dt, needs_grad=True)
-        fb.dense(ti.ij, (B, max(S, 1))).place(self.stiffness, self.stiffness.grad)
+        self._scratch = (self.force,)
         self.ends = ti.Vector.field(2, ti.i32)
         self.actuator = ti.field(ti.i32)
         self.rest, self.coef, self.dashpot = ti.field(dt), ti.field(dt), ti.field(dt)
@@ -83,7 +82,7 @@ class MassSpring(Controls):
         self.degree = max(1, int(np.bincount(self.design.springs.ravel(), minlength=N).max()))
         self.inc_spring, self.inc_sign = ti.field(ti.i32), ti.field(dt)
         fb.dense(ti.ij, (N, self.degree)).place(self.inc_spring, self.inc_sign)
-        self._tree = fb.finalize()
+        self._finalize(fb)
         d = self.design
         self._incidence()
         if S:
@@ -92,7 +91,7 @@ class MassSpring(Controls):
             self.rest.from_numpy(d.rest.astype(self.np_dtype))
             self.coef.from_numpy(np.where(d.actuator >= 0, d.coef, 0.0).astype(self.np_dtype))
             self.dashpot.from_numpy(d.damping.astype(self.np_dtype))
-        self.inv_mass.from_numpy(np.where(d.masses > 0, 1.0 / np.maximum(d.masses, 1e-30), 0.0).astype(self.np_dtype))
+        self.inv_mass.from_numpy(np.where(d.masses > 0, 1.0 / np.where(d.masses > 0, d.masses, 1.0), 0.0).astype(self.np_dtype))
 
     def _incidence(self):
         """Padded table of (spring, sign) per object: +1 where it is the spring's first end."""
@@ -105,10 +104,6 @@ class MassSpring(Controls):
                 count[obj] += 1
         self.inc_spring.from_numpy(spring)
         self.inc_sign.from_numpy(sign.astype(self.np_dtype))
-
-    def free(self):
-        """Release this simulator's fields."""
-        self._tree.destroy()
 
     # ------------------------------------------------------------------ physics
     # Taichi 1.7.4's reverse mode mishandles two serial loops in a row inside the world
@@ -174,90 +169,8 @@ class MassSpring(Controls):
         """The stages of an n-substep segment: one fused kernel."""
         return [[Stage(self._segment, (n,))]]
 
-    @ti.kernel
-    def _shift(self, n: ti.i32):
-        for b, i in ti.ndrange(self.B, self.N):
-            self.x[b, 0, i] = self.x[b, n, i]
-            self.v[b, 0, i] = self.v[b, n, i]
-
-    def shift(self, n):
-        """Make frame n the next segment's frame 0."""
-        self._shift(n)
-
-    # I/O kernels move whole frames per launch: launches, not bytes, dominate small systems
-    @ti.kernel
-    def _frames_out(self, xf: ti.template(), vf: ti.template(), frames: ti.types.ndarray(),
-                    x: ti.types.ndarray(), v: ti.types.ndarray()):
-        for b, k, i in ti.ndrange(self.B, frames.shape[0], self.N):
-            for d in ti.static(range(self.dim)):
-                x[b, k, i, d] = xf[b, frames[k], i][d]
-                v[b, k, i, d] = vf[b, frames[k], i][d]
-
-    def _read(self, xf, vf, local):
-        idx = np.asarray(local, dtype=np.int32)
-        x = np.empty((self.B, len(idx), self.N, self.dim), dtype=self.np_dtype)
-        v = np.empty_like(x)
-        self._frames_out(xf, vf, idx, x, v)
-        return x, v
-
-    def save(self, f):
-        x, v = self._read(self.x, self.v, [f])
-        return x[:, 0], v[:, 0]
-
-    @ti.kernel
-    def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()):
-        for b, i in ti.ndrange(self.B, self.N):
-            for d in ti.static(range(self.dim)):
-                self.x[b, f, i][d] = x[b, i, d]
-                self.v[b, f, i][d] = v[b, i, d]
-
-    def load(self, f, state):
-        x, v = (np.ascontiguousarray(np.broadcast_to(s, (self.B, self.N, self.dim)), dtype=self.np_dtype)
-                for s in state)
-        self._load(f, x, v)
-
-    def frames(self, local):
-        """States at the segment's local frames: x, v of shape (B, len(local), N, dim)."""
-        return self._read(self.x, self.v, local)
-
-    @ti.kernel
-    def _seed(self, frames: ti.types.ndarray(), gx: ti.types.ndarray(), gv: ti.types.ndarray()):
-        for I in ti.grouped(self.x):
-            self.x.grad[I] = self.x.grad[I] * 0
-            self.v.grad[I] = self.v.grad[I] * 0
-        for I in ti.grouped(self.force):
-            self.force.grad[I] = ti.Vector.zero(self.dtype, self.dim)
-        for I in ti.grouped(self.act):
-            self.act.grad[I] = 0
-        for b, k, i in ti.ndrange(self.B, frames.shape[0], self.N):
-            for d in ti.static(range(self.dim)):
-                self.x.grad[b, frames[k], i][d] = gx[b, k, i, d]
-                self.v.grad[b, frames[k], i][d] = gv[b, k, i, d]
-
-    def seed_grads(self, local, grads):
-        """Zero every gradient of the segment, then set the state adjoints at local frames."""
-        self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
-
-    def frame_grad(self, f):
-        gx, gv = self._read(self.x.grad, self.v.grad, [f])
-        return gx[:, 0], gv[:, 0]
-
     def reset_params(self):
         self.set_params({"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))})
-
-    def set_params(self, params):
-        for name, value in params.items():
-            fld = getattr(self, name)
-            fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))
-
-    def get_params(self):
-        return {"stiffness": self.stiffness.to_numpy()[:, :self.S].astype(np.float64)}
-
-    def zero_param_grads(self):
-        self.stiffness.grad.fill(0)
-
-    def param_grads(self):
-        return {"stiffness": self.stiffness.grad.to_numpy()[:, :self.S].astype(np.float64)}
 
     def initial_state(self):
         """Rest pose, zero velocity, per world: x, v of shape (B, N, dim)."""

@@ -22,14 +22,11 @@ from . import colliders as col
 from . import materials as mat
 from . import spectral as spec
 from .adjoint import Stage
-from .controls import Controls
+from .state import FramedState
 
 
 @ti.data_oriented
-class MPM(Controls):
-    state_names = ("x", "v", "C", "F", "pose")
-    param_names = tuple(mat.PARAMS)
-
+class MPM(FramedState):
     def __init__(self, particles, materials, num_worlds=1, n_grid=64, dt=1e-3, segment=32,
                  gravity=-9.8, bound=3, friction=0.5, act_strength=4.0, act_axis=1, colliders=None,
                  spectral=None):
@@ -98,27 +95,20 @@ class MPM(Controls):
         rho = np.array([m["density"] for m in self.materials], float)
         c = np.sqrt(E * (1 - nu) / ((1 + nu) * (1 - 2 * nu)) / rho).max()
         if not (0 < self.dt and self.dt * c < self.dx):
-            raise ValueError(f"unstable dt={self.dt}: the CFL limit for wave speed {c:.3g} (E up to {np.max(E):.4g}) "
+            raise ValueError(f"unstable dt={self.dt}: the CFL limit for wave speed {c:.3g} (parameter 'E' up to "
+                             f"{np.max(E):.4g}, 'nu' up to {np.max(nu):.3g}) "
                              f"on dx={self.dx:.3g} is dt < {self.dx / c:.3g}")
 
     def _allocate(self):
         B, K, P, D, dt = self.B, self.K, self.P, self.dim, self.dtype
-        fb = ti.FieldsBuilder()
-        self.x, self.v = (ti.Vector.field(D, dt, needs_grad=True) for _ in range(2))
-        self.C, self.F = (ti.Matrix.field(D, D, dt, needs_grad=True) for _ in range(2))
-        fb.dense(ti.ijk, (B, K + 1, P)).place(self.x, self.v, self.C, self.F,
-                                               self.x.grad, self.v.grad, self.C.grad, self.F.grad)
-        self.pose = ti.Vector.field(self.pose_dim, dt, needs_grad=True)  # a dummy row when no collider
-        fb.dense(ti.ijk, (B, K + 1, max(self.NC, 1))).place(self.pose, self.pose.grad)
+        # pose: a dummy row when there is no collider
+        fb = self._fields([("x", P, (D,)), ("v", P, (D,)), ("C", P, (D, D)), ("F", P, (D, D)),
+                           ("pose", max(self.NC, 1), (self.pose_dim,))], [(k, (self.M,)) for k in mat.PARAMS])
         self.grid_mv, self.grid_v = (ti.Vector.field(D, dt, needs_grad=True) for _ in range(2))
         self.grid_m = ti.field(dt, needs_grad=True)
         grid = fb.dense(ti.axes(*range(D + 1)), (B,) + (self.n,) * D)
         grid.place(self.grid_mv, self.grid_v, self.grid_m, self.grid_mv.grad, self.grid_v.grad, self.grid_m.grad)
-        self.act = ti.field(dt, needs_grad=True)
-        fb.dense(ti.ijk, (B, K, max(self.A, 1))).place(self.act, self.act.grad)
-        for name in self.param_names:
-            setattr(self, name, ti.field(dt, needs_grad=True))
-            fb.dense(ti.ij, (B, self.M)).place(getattr(self, name), getattr(self, name).grad)
+        self._scratch = (self.grid_m, self.grid_mv, self.grid_v)
         self.kind, self.density = ti.field(ti.i32), ti.field(dt)
         fb.dense(ti.i, self.M).place(self.kind, self.density)
         self.mat_of, self.act_of, self.p_vol = ti.field(ti.i32), ti.field(ti.i32), ti.field(dt)
@@ -130,15 +120,13 @@ class MPM(Controls):
             self.g = ti.Vector.field(3 * D, dt, needs_grad=True)
             fb.dense(ti.ij, (B, max(P, 1))).place(self.Q, self.tau_e, self.b_bar, self.Ft_bar, self.lam, self.g,
                                                   self.tau_e.grad, self.lam.grad, self.g.grad)
-        self._tree = fb.finalize()
+            self._scratch += (self.tau_e, self.lam, self.g)
+        self._finalize(fb)
         self.kind.from_numpy(np.array([mat.KINDS[m["kind"]] for m in self.materials], dtype=np.int32))
         self.density.from_numpy(np.array([m["density"] for m in self.materials], dtype=self.np_dtype))
         self.mat_of.from_numpy(self.material_id)
         self.act_of.from_numpy(self.actuator_id)
         self.p_vol.from_numpy(self.vol.astype(self.np_dtype))
-
-    def free(self):
-        self._tree.destroy()
 
     # ------------------------------------------------------------------ physics
     # One kernel per substep: its four phases are top-level loops, which Taichi runs in order
@@ -355,118 +343,11 @@ class MPM(Controls):
                  Stage(self._assemble, (f,), grad=self._assemble_grad, recompute=True),
                  Stage(self._substep, (f,), recompute=True)] for f in range(n)]
 
-    @ti.kernel
-    def _shift(self, n: ti.i32):
-        for b, p in ti.ndrange(self.B, self.P):
-            self.x[b, 0, p], self.v[b, 0, p] = self.x[b, n, p], self.v[b, n, p]
-            self.C[b, 0, p], self.F[b, 0, p] = self.C[b, n, p], self.F[b, n, p]
-        for b, c in ti.ndrange(self.B, max(self.NC, 1)):
-            self.pose[b, 0, c] = self.pose[b, n, c]
-
-    def shift(self, n):
-        self._shift(n)
-
-    @ti.kernel
-    def _frames_out(self, xf: ti.template(), vf: ti.template(), Cf: ti.template(), Ff: ti.template(),
-                    posef: ti.template(), frames: ti.types.ndarray(), x: ti.types.ndarray(),
-                    v: ti.types.ndarray(), C: ti.types.ndarray(), F: ti.types.ndarray(), pose: ti.types.ndarray()):
-        for b, k, c in ti.ndrange(self.B, frames.shape[0], max(self.NC, 1)):
-            for i in ti.static(range(self.pose_dim)):
-                pose[b, k, c, i] = posef[b, frames[k], c][i]
-        for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
-            f = frames[k]
-            for i in ti.static(range(self.dim)):
-                x[b, k, p, i], v[b, k, p, i] = xf[b, f, p][i], vf[b, f, p][i]
-                for j in ti.static(range(self.dim)):
-                    C[b, k, p, i, j], F[b, k, p, i, j] = Cf[b, f, p][i, j], Ff[b, f, p][i, j]
-
-    def _read(self, fields, local):
-        idx = np.asarray(local, dtype=np.int32)
-        vec = np.empty((self.B, len(idx), self.P, self.dim), dtype=self.np_dtype)
-        out = [vec, np.empty_like(vec), np.empty(vec.shape + (self.dim,), self.np_dtype),
-               np.empty(vec.shape + (self.dim,), self.np_dtype),
-               np.empty((self.B, len(idx), max(self.NC, 1), self.pose_dim), self.np_dtype)]
-        self._frames_out(*fields, idx, *out)
-        return tuple(out)
-
-    def frames(self, local):
-        return self._read((self.x, self.v, self.C, self.F, self.pose), local)
-
-    def save(self, f):
-        return tuple(a[:, 0] for a in self.frames([f]))
-
-    def frame_grad(self, f):
-        fields = (self.x.grad, self.v.grad, self.C.grad, self.F.grad, self.pose.grad)
-        return tuple(a[:, 0] for a in self._read(fields, [f]))
-
-    @ti.kernel
-    def _load(self, f: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), C: ti.types.ndarray(),
-              F: ti.types.ndarray(), pose: ti.types.ndarray()):
-        for b, c in ti.ndrange(self.B, max(self.NC, 1)):
-            for i in ti.static(range(self.pose_dim)):
-                self.pose[b, f, c][i] = pose[b, c, i]
-        for b, p in ti.ndrange(self.B, self.P):
-            for i in ti.static(range(self.dim)):
-                self.x[b, f, p][i], self.v[b, f, p][i] = x[b, p, i], v[b, p, i]
-                for j in ti.static(range(self.dim)):
-                    self.C[b, f, p][i, j], self.F[b, f, p][i, j] = C[b, p, i, j], F[b, p, i, j]
-
-    def load(self, f, state):
-        shapes = [(self.P, self.dim)] * 2 + [(self.P, self.dim, self.dim)] * 2 + [(max(self.NC, 1), self.pose_dim)]
-        self._load(f, *(np.ascontiguousarray(np.broadcast_to(s, (self.B,) + sh), dtype=self.np_dtype)
-                        for s, sh in zip(state, shapes)))
-
-    @ti.kernel
-    def _seed(self, frames: ti.types.ndarray(), gx: ti.types.ndarray(), gv: ti.types.ndarray(),
-              gC: ti.types.ndarray(), gF: ti.types.ndarray(), gpose: ti.types.ndarray()):
-        for I in ti.grouped(self.pose):
-            self.pose.grad[I] = self.pose.grad[I] * 0
-        for I in ti.grouped(self.x):
-            self.x.grad[I], self.v.grad[I] = self.x.grad[I] * 0, self.v.grad[I] * 0
-            self.C.grad[I], self.F.grad[I] = self.C.grad[I] * 0, self.F.grad[I] * 0
-        for I in ti.grouped(self.act):
-            self.act.grad[I] = 0
-        for I in ti.grouped(self.grid_m):  # the reverse of each substep's clear re-zeroes these
-            self.grid_m.grad[I] = 0
-            self.grid_mv.grad[I] = ti.Vector.zero(self.dtype, self.dim)
-            self.grid_v.grad[I] = ti.Vector.zero(self.dtype, self.dim)
-        for b, k, p in ti.ndrange(self.B, frames.shape[0], self.P):
-            f = frames[k]
-            for i in ti.static(range(self.dim)):
-                self.x.grad[b, f, p][i], self.v.grad[b, f, p][i] = gx[b, k, p, i], gv[b, k, p, i]
-                for j in ti.static(range(self.dim)):
-                    self.C.grad[b, f, p][i, j], self.F.grad[b, f, p][i, j] = gC[b, k, p, i, j], gF[b, k, p, i, j]
-        for b, k, c in ti.ndrange(self.B, frames.shape[0], max(self.NC, 1)):
-            for i in ti.static(range(self.pose_dim)):
-                self.pose.grad[b, frames[k], c][i] = gpose[b, k, c, i]
-
-    def seed_grads(self, local, grads):
-        """Zero the segment's adjoints, then set the state adjoints at local frames."""
-        self._seed(np.asarray(local, dtype=np.int32), *(np.ascontiguousarray(g, dtype=self.np_dtype) for g in grads))
-        if self.spectral:
-            for fld in (self.tau_e.grad, self.lam.grad, self.g.grad):
-                fld.fill(0)
-
     def reset_params(self):
         self.set_params({k: np.array([m[k] for m in self.materials]) for k in self.param_names})
 
-    def set_params(self, params):
-        if "E" in params or "nu" in params:  # the new values with the current ones they pair with
-            self._check_stable(*(np.asarray(params[k] if k in params else getattr(self, k).to_numpy(), float)
-                                 for k in ("E", "nu")))
-        for name, value in params.items():
-            fld = getattr(self, name)
-            fld.from_numpy(np.ascontiguousarray(np.broadcast_to(value, fld.shape), dtype=self.np_dtype))
-
-    def get_params(self):
-        return {k: getattr(self, k).to_numpy().astype(np.float64) for k in self.param_names}
-
-    def zero_param_grads(self):
-        for k in self.param_names:
-            getattr(self, k).grad.fill(0)
-
-    def param_grads(self):
-        return {k: getattr(self, k).grad.to_numpy().astype(np.float64) for k in self.param_names}
+    def _check_params(self, values):
+        self._check_stable(values["E"], values["nu"])
 
     def initial_state(self):
         """Rest: sampled positions, zero velocity and affine field, F = I, colliders at their
