@@ -2,7 +2,10 @@
 import gymnasium as gym
 
 from .diff_env import DiffEnv
+from .fluid import FluidTransportTask
+from .fluid import FluidTransportTask
 from .gym_env import GymEnv, VecEnv
+from .rope import RopeShapeTask
 from .shaping import ShapingTask
 from .soft_walker import SoftWalkerTask
 from .walker import WalkerTask
@@ -18,7 +21,9 @@ def _shaping(default):
 
 TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0": SoftWalkerTask,
          "diffsuite/PlasticinePress-v0": ShapingTask, "diffsuite/PlasticinePinch-v0": _shaping("plasticine_pinch"),
-         "diffsuite/SandPush-v0": _shaping("sand_push")}
+         "diffsuite/SandPush-v0": _shaping("sand_push"),
+         "diffsuite/FluidTransport-v0": FluidTransportTask,
+         "diffsuite/RopeShape-v0": RopeShapeTask}
 
 
 def _env(task_cls):
@@ -45,4 +50,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "FluidTransportTask", "RopeShapeTask", "TASKS", "make_diff"]

@@ -6,13 +6,26 @@ controls), observe(state, t), reward(prev, state, action), action_dim, obs_dim, 
 max_steps. Gradients flow from observations and
 rewards to actions, to the state passed to reset(), and to `env.params`.
 """
+import gymnasium as gym
+from gymnasium.vector.utils import batch_space
 import numpy as np
 import torch
 
 from ..sims import torch_ops
 
 
+def spaces(task):
+    """One world's action space (Box(-1, 1)) and observation space, from the task's sizes."""
+    act = gym.spaces.Box(-1.0, 1.0, (task.action_dim,), np.float32)
+    obs = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
+    return act, obs
+
+
 class DiffEnv:
+    """Spaces as a Gymnasium vector env has them: single_action_space and
+    single_observation_space for one world, action_space and observation_space batched
+    over num_envs (the tensors themselves are torch)."""
+
     def __init__(self, task, num_envs=1, autoreset=True, clip=None):
         """clip: None raises on a NaN/Inf gradient; a number clips the adjoint per step
         (sims/torch_ops.step)."""
@@ -20,6 +33,9 @@ class DiffEnv:
         self.task, self.num_envs, self.autoreset, self.clip = task, int(num_envs), autoreset, clip
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs!r}")
+        self.single_action_space, self.single_observation_space = spaces(task)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.sim = task.make_sim(self.num_envs)
         self.dtype = torch.float64 if self.sim.np_dtype == np.float64 else torch.float32
         self.params = {k: torch.as_tensor(v, dtype=self.dtype) for k, v in self.sim.get_params().items()}

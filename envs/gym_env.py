@@ -1,16 +1,9 @@
 """Gymnasium faces of a task: one world (gymnasium.Env) and N worlds in one launch (VectorEnv)."""
 import gymnasium as gym
-from gymnasium.vector.utils import batch_space
 import numpy as np
 import torch
 
 from .diff_env import DiffEnv
-
-
-def _spaces(task):
-    act = gym.spaces.Box(-1.0, 1.0, (task.action_dim,), np.float32)
-    obs = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
-    return act, obs
 
 
 def _checked(action, shape):
@@ -31,7 +24,7 @@ class GymEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.task, self.render_mode = task, render_mode
         self.diff = DiffEnv(task, num_envs=1, autoreset=False)
-        self.action_space, self.observation_space = _spaces(task)
+        self.action_space, self.observation_space = self.diff.single_action_space, self.diff.single_observation_space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -59,9 +52,9 @@ class VecEnv(gym.vector.VectorEnv):
     def __init__(self, task, num_envs=1, render_mode=None):
         self.task, self.num_envs, self.render_mode = task, int(num_envs), render_mode
         self.diff = DiffEnv(task, num_envs=num_envs)
-        self.single_action_space, self.single_observation_space = _spaces(task)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.single_action_space, self.single_observation_space = self.diff.single_action_space, \
+            self.diff.single_observation_space
+        self.action_space, self.observation_space = self.diff.action_space, self.diff.observation_space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

@@ -17,12 +17,14 @@ class ShapingTask:
     block into the target shape.
 
     ## Action space
-    Box(-1, 1, (3 * tools,)) in 2D: each tool's x, y and angular velocity, scaled by
-    `max_speed`, held for `substeps` substeps.
+    Box(-1, 1, (3 * tools,)) in 2D: each tool's x, y and angular velocity; Box(-1, 1,
+    (6 * tools,)) in 3D: linear and angular velocity. Scaled by `max_speed` (3 or 6
+    numbers per tool), held for `substeps` substeps.
 
     ## Observation space
-    Box(-inf, inf, (2 dim + tools * (dim + 1) + 1,)): the block's centre and spread
-    (standard deviation per axis), each tool's pose, and the episode's progress in [0, 1].
+    Box(-inf, inf, (2 dim + tools * pose + 1,)): the block's centre and spread (standard
+    deviation per axis), each tool's pose (x, y, angle in 2D; position and unit quaternion
+    in 3D: pose = 3 or 7), and the episode's progress in [0, 1].
 
     ## Rewards
     The decrease of the shape distance at each step, so an episode's return is the
@@ -36,9 +38,9 @@ class ShapingTask:
     Truncated after max_steps env steps; never terminated.
 
     ## Arguments
-    Any key of configs/plasticine_press.yaml (the defaults); config="plasticine_pinch" or
-    "sand_push" (the other envs' files) or a path reads overrides. Unknown keys raise
-    ValueError.
+    Any key of configs/plasticine_press.yaml (the defaults); config="plasticine_pinch",
+    "sand_push" or "plasticine_press_3d" (a 3D press) or a path reads overrides. Unknown
+    keys raise ValueError.
 
     ## Version history
     v0: first release.
@@ -49,17 +51,20 @@ class ShapingTask:
         configs.positive(cfg, "dt", "particle_spacing")
         configs.positive(cfg, "substeps", "max_steps", "n_grid", kind=int)
         self.cfg, self.dim = cfg, int(cfg["dim"])
+        if self.dim not in (2, 3):
+            raise ValueError(f"config key 'dim' must be 2 or 3, got {cfg['dim']!r}")
         self.substeps, self.max_steps = int(cfg["substeps"]), int(cfg["max_steps"])
         h = cfg["particle_spacing"]
         self.x0 = sampling.sample(cfg["body"], h)
         self.target = torch.as_tensor(sampling.sample(cfg["target"], h))
         self.n_tools = len(cfg["tools"])
+        vel, pose = (3, 3) if self.dim == 2 else (6, 7)  # per tool: velocity (linear, angular), pose
         speed = np.asarray(cfg["max_speed"], float)
-        if speed.shape != (self.dim + 1,):
-            raise ValueError(f"config key 'max_speed' needs {self.dim + 1} numbers, got {cfg['max_speed']}")
+        if speed.shape != (vel,):
+            raise ValueError(f"config key 'max_speed' needs {vel} numbers, got {cfg['max_speed']}")
         self.speed = torch.as_tensor(np.tile(speed, self.n_tools))
-        self.action_dim = self.n_tools * (self.dim + 1)
-        self.obs_dim = 2 * self.dim + self.n_tools * (self.dim + 1) + 1
+        self.action_dim = self.n_tools * vel
+        self.obs_dim = 2 * self.dim + self.n_tools * pose + 1
         self.target_mass = self._grid_mass(self.target[None])
         # frame the block, the target and the tools' start, with a margin for what moves
         xs = np.concatenate([self.x0[:, 0], self.target[:, 0].numpy(), [t["position"][0] for t in cfg["tools"]]])
@@ -141,11 +146,12 @@ def _draw_tools(img, tools, pose, view):
     px, py = np.meshgrid(np.arange(w), np.arange(h))
     X, Y = left + px * s, bottom + (h - 1 - py) * s
     for tool, p in zip(tools, pose):
-        c, sn = np.cos(p[2]), np.sin(p[2])
+        turn = p[2] if len(p) == 3 else 2 * np.arctan2(p[6], p[3])  # 3D: the turn about z (side view)
+        c, sn = np.cos(turn), np.sin(turn)
         lx, ly = c * (X - p[0]) + sn * (Y - p[1]), -sn * (X - p[0]) + c * (Y - p[1])
         kind = tool["shape"]
         if kind in ("box", "cylinder"):
-            hx, hy = tool["half"] if kind == "box" else (tool["radius"], tool["half_height"])
+            hx, hy = tool["half"][:2] if kind == "box" else (tool["radius"], tool["half_height"])
             inside = (np.abs(lx) <= hx) & (np.abs(ly) <= hy)
         elif kind == "capsule":
             inside = (lx - np.clip(lx, -tool["half_length"], tool["half_length"])) ** 2 + ly ** 2 <= tool["radius"] ** 2

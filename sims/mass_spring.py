@@ -11,6 +11,7 @@ import numpy as np
 import taichi as ti
 
 from . import colliders as col
+from . import friction
 from . import float_dtype, init
 from .adjoint import Stage
 from .state import FramedState
@@ -27,10 +28,14 @@ class MassSpring(FramedState):
 
     Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
     velocity decays by exp(-dt * damping), then gravity and spring accelerations apply;
-    the ground pushes with a softplus penalty and removes tangential velocity with a
-    smoothed Coulomb rule (never reverses it); fixed rigid colliders (sims/colliders.py:
-    plane, box, sphere, capsule, cylinder) remove approaching velocity with friction;
-    positions advance by symplectic Euler.
+    the ground pushes with a softplus penalty and removes tangential velocity with the
+    smoothed Coulomb rule (sims/friction.py); rigid colliders (any sims/sdf.py shape)
+    remove approaching velocity with friction; positions advance by symplectic Euler.
+
+    Colliders are kinematic tools, as in MPM: their poses are state (component "pose",
+    present when there are colliders), driven by actions after the springs' ones: each
+    collider's linear then angular velocity (dim + 1 or + 3 numbers). Zero velocity
+    holds a collider fixed. Gradients reach poses and velocities.
     """
 
     def __init__(self, design, num_worlds=1, dt=0.004, segment=64, gravity=-4.8,
@@ -43,8 +48,11 @@ class MassSpring(FramedState):
         ground = {**GROUND, **(ground or {})}
         self.ground, self._g = ground, SimpleNamespace(**{k: float(v) for k, v in ground.items()})
         self.gravity, self.damping = float(gravity), float(damping)
-        self.colliders, poses = col.parse(colliders, self.dim, 2 * COLLIDER_SOFTNESS)
-        self.collider_pose = [[float(a) for a in p] for p in poses]  # fixed: compiled into the kernel
+        self.colliders, self.pose_init = col.parse(colliders, self.dim, 2 * COLLIDER_SOFTNESS)
+        self.NC, self.pose_dim = len(self.colliders), self.pose_init.shape[1]
+        self.vel_dim = self.dim + (1 if self.dim == 2 else 3)
+        self.A_springs = self.A
+        self.A += self.NC * self.vel_dim
         self._check_dt(design.stiffness)
         self.dtype = float_dtype()
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
@@ -69,7 +77,8 @@ class MassSpring(FramedState):
 
     def _allocate(self):
         B, K, N, S, dim, dt = self.B, self.K, self.N, self.S, self.dim, self.dtype
-        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))], [("stiffness", (S,))])
+        poses = [("pose", self.NC, (self.pose_dim,))] if self.NC else []
+        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))] + poses, [("stiffness", (S,))])
         self.force = ti.Vector.field(dim, dt, needs_grad=True)
         fb.dense(ti.ijk, (B, K, max(S, 1))).place(self.force, self.force.grad)
         self._scratch = (self.force,)
@@ -114,7 +123,7 @@ class MassSpring(FramedState):
     def _spring(self, b, f, s):
         i, j = self.ends[s][0], self.ends[s][1]
         d = self.x[b, f, i] - self.x[b, f, j]
-        length = ti.sqrt(d.dot(d) + 1e-12)
+        length = ti.sqrt(d.dot(d) + (1e-6 * self.rest[s]) ** 2)  # finite at d = 0, in the spring's own scale
         n = d / length
         target = self.rest[s] * (1.0 + self.coef[s] * self.act[b, f, self.actuator[s]])
         rel_v = (self.v[b, f, i] - self.v[b, f, j]).dot(n)
@@ -138,31 +147,38 @@ class MassSpring(FramedState):
         contact = 1.0 / (1.0 + ti.exp(-zc))
         push = self.dt * self._g.stiffness * pen
         vn = v1[1] + free * (push - self.dt * self._g.damping * contact * v1[1])
-        vt = v1 - v1[1] * up
-        r = ti.sqrt(vt.dot(vt) + self._g.slip ** 2)
-        v2 = vt * r / (r + free * self._g.friction * push) + vn * up
-        v3 = self._collide(x, v2, free)
+        v2 = friction.coulomb(v1 - v1[1] * up, free * push, self._g.friction, self._g.slip) + vn * up
+        v3 = self._collide(b, f, x, v2, free)
         self.v[b, f + 1, i] = v3
         self.x[b, f + 1, i] = x + self.dt * v3
 
     @ti.func
-    def _collide(self, x, v, free):
-        """Velocity after contact with the fixed colliders (pinned objects stay put)."""
+    def _collide(self, b, f, x, v, free):
+        """Velocity after contact with the colliders (pinned objects stay put)."""
         out = v
-        for c in ti.static(range(len(self.colliders))):
-            pose = ti.Vector(self.collider_pose[c], self.dtype)
-            out = free * col.contact(self.colliders[c], pose, pose * 0, x, out, self.colliders[c].softness)
+        for c in ti.static(range(self.NC)):
+            vel = col.velocity(self.act, b, f, self.A_springs + c * self.vel_dim, self.vel_dim)
+            out = free * col.contact(self.colliders[c], self.pose[b, f, c], vel, x, out, self.colliders[c].softness,
+                                     self._g.slip)
         return out
+
+    @ti.func
+    def _advance(self, b, f, c):
+        if ti.static(self.NC > 0):
+            vel = col.velocity(self.act, b, f, self.A_springs + c * self.vel_dim, self.vel_dim)
+            self.pose[b, f + 1, c] = col.advance(self.pose[b, f, c], vel, self.dt)
 
     @ti.kernel
     def _segment(self, n: ti.i32):
         for b in range(self.B):
             for f in range(n):
-                for s in range(self.S + self.N):
+                for s in range(self.S + self.N + self.NC):
                     if s < self.S:
                         self._spring(b, f, s)
-                    else:
+                    elif s < self.S + self.N:
                         self._integrate(b, f, s - self.S)
+                    else:
+                        self._advance(b, f, s - self.S - self.N)
 
     # ------------------------------------------------------- adjoint engine contract
     def units(self, n):
@@ -173,6 +189,8 @@ class MassSpring(FramedState):
         self.set_params({"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))})
 
     def initial_state(self):
-        """Rest pose, zero velocity, per world: x, v of shape (B, N, dim)."""
+        """Rest pose, zero velocity, per world: x, v of shape (B, N, dim), then the colliders'
+        configured poses (B, colliders, pose) when there are any."""
         x = np.broadcast_to(self.design.positions, (self.B, self.N, self.dim)).astype(np.float64)
-        return x, np.zeros_like(x)
+        poses = (np.broadcast_to(self.pose_init, (self.B,) + self.pose_init.shape).copy(),) if self.NC else ()
+        return (x, np.zeros_like(x)) + poses

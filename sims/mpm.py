@@ -2,7 +2,7 @@
 
 A substep is four phases, in the order they run, fused in one kernel:
   clear grid -> P2G (deformation update, plastic return, stress, scatter) ->
-  grid update (momentum to velocity, gravity, walls with friction) -> G2P.
+  grid update (momentum to velocity, gravity, colliders, then walls with friction) -> G2P.
 Particle state (x, v, C, F) has a frame axis of K+1; the grid is scratch: the reverse of a
 substep recomputes the substep (restoring its grid) before running its reverse.
 
@@ -19,6 +19,7 @@ import taichi as ti
 
 from . import float_dtype, init
 from . import colliders as col
+from . import friction
 from . import materials as mat
 from . import spectral as spec
 from .adjoint import Stage
@@ -35,6 +36,7 @@ class MPM(FramedState):
         self.P, self.dim = x.shape
         self.B, self.K, self.n, self.dt = int(num_worlds), int(segment), int(n_grid), float(dt)
         self.dx, self.M = 1.0 / self.n, len(materials)
+        self.slip = 1e-4 * self.dx / self.dt  # the friction rule's smoothing speed: a scale of the grid's own
         self.cfg = SimpleNamespace(gravity=float(gravity), bound=int(bound), friction=float(friction),
                                    act_strength=float(act_strength), act_axis=int(act_axis))
         self.materials = [self._material(i, m) for i, m in enumerate(materials)]
@@ -299,24 +301,22 @@ class MPM(FramedState):
     @ti.func
     def _grid_update(self, I, f):
         node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
-        v_free = self.grid_mv[I] / (self.grid_m[I] + 1e-10) \
+        m = self.grid_m[I]  # exactly 0 where no particle reaches: masked, no mass epsilon
+        v_free = self.grid_mv[I] / ti.select(m > 0, m, 1.0) \
             + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
-        # walls stop outward motion; the floor also applies smoothed Coulomb friction
+        b = I[0]
+        for c in ti.static(range(self.NC)):
+            v_free = col.contact(self.colliders[c], self.pose[b, f, c], self._velocity(b, f, c),
+                                 node * self.dx, v_free, 0.5 * self.dx, self.slip)
+        # then the walls (last, so a tool cannot push material out of the grid) stop outward
+        # motion and apply the friction rule to what remains
         # (branch-free selects: Taichi's reverse mode mishandles locals assigned in branches)
-        v = v_free
+        v, dvn = v_free, m * 0
         for d in ti.static(range(self.dim)):
             out = (node[d] < self.cfg.bound and v_free[d] < 0) or (node[d] >= self.n - self.cfg.bound and v_free[d] > 0)
             v[d] = ti.select(out, 0.0, v_free[d])
-        on_floor = node[1] < self.cfg.bound and v_free[1] < 0
-        r = ti.sqrt(v.dot(v) + 1e-6)
-        slowed = v * r / (r - self.cfg.friction * ti.min(v_free[1], 0.0))
-        vg = v * 0
-        for d in ti.static(range(self.dim)):
-            vg[d] = ti.select(on_floor, slowed[d], v[d])
-        b = I[0]
-        for c in ti.static(range(self.NC)):
-            vg = col.contact(self.colliders[c], self.pose[b, f, c], self._velocity(b, f, c),
-                             node * self.dx, vg, 0.5 * self.dx)
+            dvn += ti.select(out, ti.abs(v_free[d]), 0.0)
+        vg = friction.coulomb(v, dvn, self.cfg.friction, self.slip)
         self.grid_v[I] = vg
 
     @ti.func

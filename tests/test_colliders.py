@@ -76,64 +76,6 @@ def test_3d_tool_presses_plasticine_with_exact_gradients():
     _press(sim, u, rng, min_change=5e-3)
 
 
-def _rodrigues(axis, angle):
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
-def _reference_sdf(spec, p):
-    """Closed forms in the collider's frame, written independently of sims/colliders.py."""
-    kind = spec["shape"]
-    if kind == "plane":
-        return p[:, 1]
-    if kind == "sphere":
-        return np.linalg.norm(p, axis=1) - spec["radius"]
-    if kind == "capsule":  # distance to the segment on the x axis
-        seg = np.zeros_like(p)
-        seg[:, 0] = np.clip(p[:, 0], -spec["half_length"], spec["half_length"])
-        return np.linalg.norm(p - seg, axis=1) - spec["radius"]
-    if kind == "box":
-        half = np.broadcast_to(spec["half"], p.shape[1:])
-    else:  # cylinder on the y axis: a 2D box in (radial distance, height)
-        radial = np.abs(p[:, 0]) if p.shape[1] == 2 else np.hypot(p[:, 0], p[:, 2])
-        p, half = np.stack([radial, p[:, 1]], 1), np.array([spec["radius"], spec["half_height"]])
-    q = np.abs(p) - half
-    outside = np.linalg.norm(np.maximum(q, 0), axis=1)
-    return np.where(outside > 0, outside, q.max(1))
-
-
-SPECS = [dict(shape="plane"), dict(shape="sphere", radius=0.1), dict(shape="box", half=[0.1, 0.05, 0.08]),
-         dict(shape="capsule", radius=0.05, half_length=0.1), dict(shape="cylinder", radius=0.07, half_height=0.04)]
-
-
-@pytest.mark.parametrize("dim", [2, 3])
-def test_every_shape_sdf_matches_its_closed_form_in_a_turned_frame(dim):
-    init()
-    rng = np.random.default_rng(dim)
-    pos = np.array([0.5, 0.4, 0.45][:dim])
-    if dim == 2:
-        angle = 0.7
-        pose, R = np.r_[pos, angle], np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    else:
-        axis, angle = np.array([1.0, -2.0, 0.5]) / np.linalg.norm([1.0, -2.0, 0.5]), 0.9
-        pose, R = np.r_[pos, np.cos(angle / 2), np.sin(angle / 2) * axis], _rodrigues(axis, angle)
-    x = pos + rng.uniform(-0.2, 0.2, (400, dim))
-    for spec in SPECS:
-        shape, _ = col.parse([{**spec, "half": spec["half"][:dim]} if "half" in spec else spec], dim, 0.01)
-
-        @ti.kernel
-        def sdf(xs: ti.types.ndarray(), p: ti.types.ndarray(), out: ti.types.ndarray()):
-            for i in range(xs.shape[0]):
-                pv = ti.Vector([p[j] for j in ti.static(range(len(pose)))])
-                out[i] = col.world_sdf(shape[0], pv, ti.Vector([xs[i, j] for j in ti.static(range(dim))]))
-        out = np.zeros(len(x))
-        sdf(x, pose, out)
-        want = _reference_sdf({**spec, "half": np.asarray(spec.get("half", [0, 0, 0]))[:dim]}, (x - pos) @ R)
-        assert np.allclose(out, want, atol=1e-5), spec["shape"]  # norms carry a 1e-12 guard inside the root
-        assert (out < 0).any() or spec["shape"] == "plane"  # some points inside each solid
-
-
 def test_pose_advance_turns_the_quaternion_by_the_angular_velocity():
     init()
     w = np.array([0.3, -0.5, 0.8])

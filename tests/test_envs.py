@@ -115,3 +115,17 @@ def test_bad_actions_are_named():
 def test_bad_gradient_clip_is_named():
     with pytest.raises(ValueError, match="clip must be None or a positive number .* got 0"):
         make_diff("diffsuite/MassSpringWalker-v0", clip=0)
+
+
+@pytest.mark.parametrize("env_id", sorted(diffsuite.envs.TASKS))
+def test_diff_face_has_the_spaces_of_a_vector_env(env_id):
+    """Generic code sizes a policy from make_diff as from gymnasium.make_vec."""
+    task = diffsuite.envs.TASKS[env_id]()
+    env = diffsuite.envs.DiffEnv(task, num_envs=3)
+    assert env.single_action_space.shape == (task.action_dim,)
+    assert env.single_observation_space.shape == (task.obs_dim,)
+    assert env.action_space.shape == (3, task.action_dim) and env.observation_space.shape == (3, task.obs_dim)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == tuple(obs.shape)
+    assert env.action_space.contains(env.action_space.sample())
+    env.sim.free()

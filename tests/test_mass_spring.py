@@ -6,24 +6,27 @@ from diffsuite.sims import adjoint, gradcheck
 from diffsuite.sims.mass_spring import MassSpring
 
 
-def _loss_and_grads(sim, T, seed=0):
+def _loss_and_grads(sim, T, seed=0, u=None):
     """A loss touching positions and velocities at several frames, and its adjoint."""
     rng = np.random.default_rng(seed)
-    x0, v0 = sim.initial_state()
+    x0, v0, *pose = sim.initial_state()
     p = dict(x0=x0 + 0.002 * rng.standard_normal(x0.shape), v0=0.1 * rng.standard_normal(x0.shape),
-             u=rng.uniform(-1, 1, (sim.B, T, sim.A)), k=sim.get_params()["stiffness"])
+             u=rng.uniform(-1, 1, (sim.B, T, sim.A)) if u is None else u, k=sim.get_params()["stiffness"])
+    if pose:
+        p["pose"] = pose[0]
     wx = rng.standard_normal((sim.B, T // 5, sim.N, sim.dim))
 
     def run(q):
-        return adjoint.forward(sim, (q["x0"], q["v0"]), q["u"], {"stiffness": q["k"]}, every=5)
+        state = (q["x0"], q["v0"]) + ((q["pose"],) if pose else ())
+        return adjoint.forward(sim, state, q["u"], {"stiffness": q["k"]}, every=5)
 
     def loss(q):
         outs, fin, _ = run(q)
         return float((outs[0] * wx).sum() + (fin[1] ** 2).sum())
 
     outs, fin, tape = run(p)
-    (gx, gv), gu, gp = adjoint.backward(sim, tape, [wx, None], [None, 2 * fin[1]])
-    return loss, p, dict(x0=gx, v0=gv, u=gu, k=gp["stiffness"])
+    (gx, gv, *gpose), gu, gp = adjoint.backward(sim, tape, [wx, None], [None, 2 * fin[1]])
+    return loss, p, dict(x0=gx, v0=gv, u=gu, k=gp["stiffness"], **({"pose": gpose[0]} if pose else {}))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,7 @@ def test_cloth_drapes_over_a_sphere_collider():
     out = {}
     for name, cols in (("free", None), ("sphere", SPHERE)):
         sim = _draped(cols)
-        outs, _, _ = adjoint.forward(sim, sim.initial_state(), np.zeros((1, 250, 0)), every=10)
+        outs, _, _ = adjoint.forward(sim, sim.initial_state(), np.zeros((1, 250, sim.A)), every=10)
         out[name] = outs[0][0]  # (frames, N, 3)
         sim.free()
     dist = np.linalg.norm(out["sphere"] - [0.5, 0.3, 0.5], axis=-1)
@@ -119,14 +122,19 @@ def test_cloth_drapes_over_a_sphere_collider():
 
 
 def test_collider_contact_gradient_matches_finite_differences():
-    """Smoothed contact (sigmoid coverage, smoothed friction): differentiable throughout."""
+    """Smoothed contact (sigmoid coverage, smoothed friction): differentiable throughout. The
+    sphere rises into the falling sheet, so the gradient reaches its pose and velocity."""
     sim = _draped(SPHERE)
-    loss, p, g = _loss_and_grads(sim, 100)
-    _, (x, _), _ = adjoint.forward(sim, (p["x0"], p["v0"]), np.zeros((1, 100, 0)))
-    assert np.linalg.norm(x[0] - [0.5, 0.3, 0.5], axis=-1).min() < 0.09  # in the contact band
+    assert sim.A == 6 and sim.state_names == ("x", "v", "pose")
+    u = np.tile([0.1, 0.3, -0.1, 0.5, 0.0, 1.0], (1, 100, 1)) * np.linspace(0.5, 1.5, 100)[None, :, None]
+    loss, p, g = _loss_and_grads(sim, 100, u=u)
+    _, (x, _, pose), _ = adjoint.forward(sim, (p["x0"], p["v0"], p["pose"]), u)
+    assert np.allclose(pose[0, 0, :3], p["pose"][0, 0, :3] + sim.dt * u[0, :, :3].sum(0))  # moved as told
+    assert np.linalg.norm(x[0] - pose[0, 0, :3], axis=-1).min() < 0.09  # in the contact band
     sub = lambda q: loss({**p, **q})
-    keys = ["x0", "v0", "k"]
-    gradcheck.assert_close(sub, {k: p[k] for k in keys}, {k: g[k] for k in keys}, rtol=1e-4)
+    for keys in (["x0", "v0", "k"], ["pose"], ["u"]):
+        gradcheck.assert_close(sub, {k: p[k] for k in keys}, {k: g[k] for k in keys}, rtol=1e-4)
+    assert np.abs(g["pose"]).max() > 0 and np.abs(g["u"]).max() > 0
     sim.free()
 
 

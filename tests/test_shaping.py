@@ -1,5 +1,6 @@
 """Shaping envs (PlasticinePress, PlasticinePinch, SandPush): faces, shape distance, gradients (coarse)."""
 import gymnasium as gym
+import numpy as np
 from gymnasium.utils.env_checker import check_env
 import pytest
 import torch
@@ -57,3 +58,21 @@ def test_diff_face_passes_gradcheck():
 def test_bad_max_speed_is_named():
     with pytest.raises(ValueError, match="'max_speed' needs 3 numbers"):
         ShapingTask(max_speed=[1.0, 1.0])
+
+
+def test_3d_press_steps_and_flattens_toward_the_target():
+    """dim: 3: 6 velocities per tool, quaternion poses in the observation, a 3D press config."""
+    env = make_diff("diffsuite/PlasticinePress-v0", num_envs=1, config="plasticine_press_3d",
+                    particle_spacing=0.04, max_steps=6, substeps=5)
+    assert env.single_action_space.shape == (6,) and env.single_observation_space.shape == (2 * 3 + 7 + 1,)
+    env.reset()
+    total = 0
+    for _ in range(6):
+        _, r, _, _, info = env.step(torch.tensor([[0.0, -1.0, 0.0, 0.0, 0.0, 0.0]]))
+        total += r.item()
+    obs, state = info["final_obs"], info["final_state"]  # the episode's end, before the automatic reset
+    assert torch.isfinite(obs).all() and total > 0
+    assert np.isclose(obs[0, 6 + 1].item(), 0.34 - 6 * 5 * 0.001 * 0.5)  # the tool went down as told
+    assert env.task.draw(tuple(s[0].numpy() for s in state)).std() > 10
+    with pytest.raises(ValueError, match="'max_speed' needs 6 numbers"):
+        ShapingTask(config="plasticine_press_3d", max_speed=[1.0, 1.0, 1.0])
