@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from diffsuite.envs import TASKS, config, trajopt  # noqa: E402
-from diffsuite.render.video import write_gif  # noqa: E402
+from diffsuite.render.io import write_gif  # noqa: E402
 
 DEFAULTS = config.read_yaml("trajopt_walker")
 

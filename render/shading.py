@@ -1,0 +1,42 @@
+"""Shading over per-pixel surface records, in torch: Lambert + Blinn-Phong under point,
+directional and ambient lights. Differentiable in points, normals, materials and lights.
+Shadows are not computed here (visibility is the renderers' job; not differentiated)."""
+import torch
+
+KINDS = ("ambient", "directional", "point")
+
+
+def lights(specs, dtype=torch.float64):
+    """Light dicts -> a dict of tensors. {kind: ambient, color}, {kind: directional,
+    direction (toward the scene), color}, {kind: point, position, color}; color is RGB
+    intensity. Pass tensors with requires_grad to differentiate w.r.t. a light."""
+    out = {k: [] for k in KINDS}
+    for i, s in enumerate(specs):
+        kind = s.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"lights[{i}].kind must be one of {KINDS}, got {kind!r}")
+        need = {"ambient": ("color",), "directional": ("direction", "color"), "point": ("position", "color")}[kind]
+        if set(s) - {"kind", *need} or set(need) - set(s):
+            raise ValueError(f"lights[{i}] ({kind}) takes exactly {list(need)}, got {sorted(set(s) - {'kind'})}")
+        out[kind].append(torch.cat([torch.as_tensor(s[k], dtype=dtype).reshape(3) for k in need]))
+    return {k: (torch.stack(v) if v else torch.zeros(0, 3 * (1 if k == "ambient" else 2), dtype=dtype))
+            for k, v in out.items()}
+
+
+def blinn_phong(x, n, view, albedo, specular, shininess, light):
+    """Radiance (..., 3) at points x with unit normals n seen along unit `view` (from the
+    eye toward x). albedo (..., 3), specular (...), shininess (...); light from `lights`."""
+    rgb = albedo * light["ambient"].sum(0) if len(light["ambient"]) else torch.zeros_like(albedo)
+    to_eye = -view
+    dirs = [(-d[:3] / d[:3].norm(), d[3:]) for d in light["directional"]]
+    for p in light["point"]:
+        L = p[:3] - x
+        dist2 = (L * L).sum(-1, keepdim=True)
+        dirs.append((L / dist2.sqrt(), p[3:] / dist2))  # inverse-square falloff
+    for L, color in dirs:
+        lam = (n * L).sum(-1, keepdim=True).clamp(min=0)
+        h = L + to_eye
+        h = h / h.norm(dim=-1, keepdim=True)
+        spec = (n * h).sum(-1, keepdim=True).clamp(min=0) ** shininess[..., None]
+        rgb = rgb + color * (albedo * lam + specular[..., None] * spec * (lam > 0))
+    return rgb
