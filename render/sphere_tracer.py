@@ -21,6 +21,7 @@ import taichi as ti
 import torch
 
 from ..sims import float_dtype, init, sdf
+from .shading import blinn_phong
 
 OBJECT_KEYS = ("position", "quat", "scale", "color", "specular", "shininess")
 
@@ -208,7 +209,6 @@ def render(scene, camera, light, params=None, far=None, width=None, background=(
     far: the march's reach (default: 4x the camera's distance to its target);
     width: the silhouette band (default: 1.5 pixels' width at the target's distance).
     """
-    from .shading import blinn_phong
     params = params if params is not None else scene.params(camera.eye.dtype)
     V, H, W = camera.V, camera.height, camera.width
     reach = (camera.eye - camera.target).norm(dim=-1).max()
