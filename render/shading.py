@@ -23,9 +23,11 @@ def lights(specs, dtype=torch.float64):
             for k, v in out.items()}
 
 
-def blinn_phong(x, n, view, albedo, specular, shininess, light):
+def blinn_phong(x, n, view, albedo, specular, shininess, light, visible=None):
     """Radiance (..., 3) at points x with unit normals n seen along unit `view` (from the
-    eye toward x). albedo (..., 3), specular (...), shininess (...); light from `lights`."""
+    eye toward x). albedo (..., 3), specular (...), shininess (...); light from `lights`;
+    visible (..., L): which directional then point lights each point sees (hard shadows,
+    computed by a renderer and not differentiated); None: all."""
     rgb = albedo * light["ambient"].sum(0) if len(light["ambient"]) else torch.zeros_like(albedo)
     to_eye = -view
     dirs = [(-d[:3] / d[:3].norm(), d[3:]) for d in light["directional"]]
@@ -33,7 +35,9 @@ def blinn_phong(x, n, view, albedo, specular, shininess, light):
         L = p[:3] - x
         dist2 = (L * L).sum(-1, keepdim=True)
         dirs.append((L / dist2.sqrt(), p[3:] / dist2))  # inverse-square falloff
-    for L, color in dirs:
+    for l, (L, color) in enumerate(dirs):
+        if visible is not None:
+            color = color * visible[..., l:l + 1]
         lam = (n * L).sum(-1, keepdim=True).clamp(min=0)
         h = L + to_eye
         h = h / h.norm(dim=-1, keepdim=True)

@@ -1,0 +1,476 @@
+"""Differentiable ray tracing of many spheres (the particles of MPM and mass-spring), with
+hard shadows (DESIGN section 6).
+
+Two passes, as Pulsar does:
+1. visibility without a tape (Taichi, on the tensors' device, no copies on the CPU):
+   - each sphere is projected to its exact screen bounding box (tangent planes through the
+     eye) and every pixel of that box tests its own ray against the sphere: the pixels are
+     the primary rays' acceleration structure, so a pixel only meets the spheres that can
+     touch it. Pass (a) finds each pixel's nearest fully covering hit (atomic min on a
+     packed depth + id key), pass (b) lists the spheres in front of it that cover the
+     pixel partly (the soft band), pass (c) sorts that list by depth, cuts it at the first
+     full cover and casts the shadow rays;
+   - shadow rays traverse a uniform world grid built on the device each frame (counting
+     sort: count, cumsum, fill) with a 3D DDA, any-hit, skipping the sphere they start on.
+2. a differentiable pass in torch over those records (K nearest spheres per pixel):
+   - coverage c = smoothstep((r - d) / w) of the ray's distance d to a centre, w = `band`
+     pixels' width at the sphere's depth: 1 inside, 0 outside, smooth across the rim, so
+     silhouettes carry gradients to centres and radii;
+   - front-to-back compositing of the sorted candidates: weight c_k prod_{j<k} (1 - c_j),
+     the background taking what remains;
+   - the hit point and normal by the ray-sphere closest form; in the band outside the rim
+     the normal is that of the rim point nearest the ray; Lambert + Blinn-Phong shading.
+Not differentiated: which spheres a pixel lists, their order, and shadows (hard, 0 or 1).
+Spheres that reach behind a pinhole camera's eye plane are not drawn.
+"""
+import math
+
+import taichi as ti
+import torch
+
+from ..sims import float_dtype, init
+from .shading import blinn_phong
+
+KMAX = 16  # candidates a pixel can list: beyond that the farthest partial covers are lost
+
+
+def _torch_dtype():
+    return torch.float64 if float_dtype() == ti.f64 else torch.float32
+
+
+@ti.func
+def _smoothstep(u):
+    s = ti.min(ti.max(0.5 * (u + 1.0), 0.0), 1.0)
+    return s * s * (3.0 - 2.0 * s)
+
+
+@ti.data_oriented
+class SphereTracer:
+    """The visibility pass and the shadow grid; `render` below is the whole renderer.
+    Holds no fields: its buffers are torch tensors on the caller's device, passed to the
+    kernels as ndarrays, so one tracer serves any number of spheres, pixels and views."""
+
+    def __init__(self):
+        init()
+        self.dtype = float_dtype()
+        self.grid = None
+
+    # ------------------------------------------------------------ ray vs one sphere
+    @ti.func
+    def _cover(self, o, d, c, r, w):
+        """Coverage of the ray (o, d) by sphere (c, r) with band w, and its sort depth: the
+        hit distance inside the rim, the closest approach's outside it."""
+        oc = c - o
+        tc = oc.dot(d)
+        d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
+        dist = ti.sqrt(d2)
+        t = tc
+        if dist < r:
+            t = tc - ti.sqrt(r * r - d2)
+        return _smoothstep((r - dist) / w), t, tc
+
+    @ti.func
+    def _band(self, cam: ti.template(), v, tc):
+        """The band's world width at distance tc: `band` pixels (cam[v, 16] > 0: orthographic)."""
+        w = cam[v, 18] * tc / cam[v, 13]
+        if cam[v, 16] > 0:
+            w = cam[v, 18] * cam[v, 16] / cam[v, 17]
+        return w
+
+    @ti.func
+    def _footprint(self, cam: ti.template(), v, c, r, H, W):
+        """Pixel box [x0, x1) x [y0, y1) of sphere (c, r) plus its band in view v; empty if it
+        reaches behind a pinhole's eye plane."""
+        eye = ti.Vector([cam[v, 0], cam[v, 1], cam[v, 2]])
+        R = ti.Matrix([[cam[v, 3 + 3 * i + j] for j in ti.static(range(3))] for i in ti.static(range(3))])
+        p = R.transpose() @ (c - eye)
+        z = -p[2]
+        x0, x1, y0, y1 = 0, 0, 0, 0
+        if cam[v, 16] > 0:  # orthographic: a disk of radius (r + band) in pixels
+            s = cam[v, 17] / cam[v, 16]
+            rad = (r + cam[v, 18] * cam[v, 16] / cam[v, 17]) * s
+            u, vv = 0.5 * W + p[0] * s, 0.5 * H - p[1] * s
+            x0, x1 = ti.floor(u - rad - 0.5), ti.floor(u + rad - 0.5) + 2
+            y0, y1 = ti.floor(vv - rad - 0.5), ti.floor(vv + rad - 0.5) + 2
+            if z + r <= 0:
+                x1 = x0
+        else:
+            Rb = r + cam[v, 18] * (p.norm() + r) / cam[v, 13]  # the band at the sphere's far side
+            if z > Rb * 1.001:
+                den = z * z - Rb * Rb
+                sx = Rb * ti.sqrt(ti.max(p[0] * p[0] + den, 0.0))
+                sy = Rb * ti.sqrt(ti.max(p[1] * p[1] + den, 0.0))
+                ux0, ux1 = (p[0] * z - sx) / den, (p[0] * z + sx) / den
+                uy0, uy1 = (p[1] * z - sy) / den, (p[1] * z + sy) / den
+                x0, x1 = ti.floor(cam[v, 14] + cam[v, 12] * ux0 - 0.5), ti.floor(cam[v, 14] + cam[v, 12] * ux1 - 0.5) + 2
+                y0, y1 = ti.floor(cam[v, 15] - cam[v, 13] * uy1 - 0.5), ti.floor(cam[v, 15] - cam[v, 13] * uy0 - 0.5) + 2
+        return (ti.cast(ti.max(x0, 0), ti.i32), ti.cast(ti.min(x1, W), ti.i32),
+                ti.cast(ti.max(y0, 0), ti.i32), ti.cast(ti.min(y1, H), ti.i32))
+
+    # ------------------------------------------------------------ pass 1: visibility
+    @ti.kernel
+    def _splat(self, second: ti.template(), cam: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(),
+               c: ti.types.ndarray(), r: ti.types.ndarray(), front: ti.types.ndarray(),
+               count: ti.types.ndarray(), lists: ti.types.ndarray()):
+        """(a) second=False: each pixel's nearest full cover into `front`; (b) second=True:
+        the spheres that cover a pixel in front of that (and itself) into `lists`."""
+        V, H, W, M = o.shape[0], o.shape[1], o.shape[2], c.shape[0]
+        for v, i in ti.ndrange(V, M):
+            ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
+            ri = ti.cast(r[i], self.dtype)
+            x0, x1, y0, y1 = self._footprint(cam, v, ci, ri, H, W)
+            for py, px in ti.ndrange((y0, y1), (x0, x1)):
+                ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
+                rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
+                oc = ci - ro
+                tc = oc.dot(rd)
+                if tc > 0 and tc - ri < front[v, py, px]:  # not behind what covers the pixel already
+                    w = self._band(cam, v, tc)
+                    d2 = oc.dot(oc) - tc * tc
+                    if ti.static(not second):  # full cover: distance <= r - w
+                        if ri > w and d2 <= (ri - w) * (ri - w):
+                            t = tc - ti.sqrt(ri * ri - d2)
+                            if t > 0:
+                                ti.atomic_min(front[v, py, px], t)
+                    elif d2 < (ri + w) * (ri + w):
+                        t = tc
+                        if d2 < ri * ri:
+                            t = tc - ti.sqrt(ri * ri - d2)
+                        # (the slack keeps the front sphere itself under any rounding)
+                        if t > 0 and t <= front[v, py, px] * (1 + 1e-6):
+                            n = ti.atomic_add(count[v, py, px], 1)
+                            if n < KMAX:
+                                lists[v, py, px, n] = i
+
+    @ti.kernel
+    def _resolve(self, cam: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(),
+                 c: ti.types.ndarray(), r: ti.types.ndarray(), count: ti.types.ndarray(),
+                 lists: ti.types.ndarray(), lights: ti.types.ndarray(), shadows: ti.template(),
+                 meta: ti.types.ndarray(), start: ti.types.ndarray(), items: ti.types.ndarray(),
+                 kept: ti.types.ndarray(), vis: ti.types.ndarray()):
+        """Sort each pixel's list by depth, cut it after the first full cover, cast shadows."""
+        V, H, W, L = o.shape[0], o.shape[1], o.shape[2], lights.shape[0]
+        for v, py, px in ti.ndrange(V, H, W):
+            n = ti.min(count[v, py, px], KMAX)
+            ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
+            rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
+            ids = ti.Vector([-1] * KMAX, ti.i32)
+            ts = ti.Vector([0.0] * KMAX, self.dtype)
+            for k in range(n):  # insertion sort, nearest first
+                i = lists[v, py, px, k]
+                ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
+                _, t, _ = self._cover(ro, rd, ci, ti.cast(r[i], self.dtype), 1.0)
+                j = k
+                while j > 0 and (ts[j - 1] > t or (ts[j - 1] == t and ids[j - 1] > i)):
+                    ts[j], ids[j] = ts[j - 1], ids[j - 1]
+                    j -= 1
+                ts[j], ids[j] = t, i
+            m = 0
+            for k in range(n):
+                if m == k:  # not yet cut
+                    i = ids[k]
+                    ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
+                    ri = ti.cast(r[i], self.dtype)
+                    tc = (ci - ro).dot(rd)
+                    cov, t, _ = self._cover(ro, rd, ci, ri, self._band(cam, v, tc))
+                    lists[v, py, px, k] = i
+                    if ti.static(shadows):
+                        nrm = ro + tc * rd - ci  # the rim point nearest the ray, or the hit
+                        if cov > 0 and t < tc:
+                            nrm = ro + t * rd - ci
+                        x = ci + ri * nrm / ti.max(nrm.norm(), 1e-30 * ri)
+                        for l in range(L):
+                            vis[v, py, px, k, l] = 1 - self._blocked(x, lights, l, i, ri, c, r, meta, start, items)
+                    m = k + 1
+                    if cov >= 1.0:
+                        m = -1 - m  # cut: nothing behind a full cover shows
+            kept[v, py, px] = m if m >= 0 else -1 - m
+
+    # ------------------------------------------------------------ shadow grid
+    def build_grid(self, centers, radii):
+        """A uniform grid over the spheres' bounds, about two spheres a cell, as flat
+        (start, items) tensors on the spheres' device."""
+        lo = (centers - radii[:, None]).min(0).values
+        hi = (centers + radii[:, None]).max(0).values
+        ext = (hi - lo).clamp(min=1e-6 * float((hi - lo).max()))
+        M = len(centers)
+        h = float((2 * ext.prod() / M) ** (1 / 3))
+        h = max(h, float((ext / 128).max()))  # at most 128 cells an axis
+        dims = torch.clamp((ext / h).ceil().long(), 1, 128)
+        meta = torch.tensor([*lo.tolist(), h, *dims.tolist()], dtype=centers.dtype, device=centers.device)
+        counts = torch.zeros(int(dims.prod()) + 1, dtype=torch.int32, device=centers.device)
+        self._grid_count(centers, radii, meta, counts)
+        start = torch.cat([torch.zeros(1, dtype=torch.int64, device=counts.device), counts.cumsum(0)]).to(torch.int32)
+        items = torch.empty(max(int(start[-1]), 1), dtype=torch.int32, device=centers.device)
+        cursor = start[:-1].clone()
+        self._grid_fill(centers, radii, meta, cursor, items)
+        self.grid = (meta, start, items)
+        return self.grid
+
+    @ti.func
+    def _cells(self, meta: ti.template(), ci, ri):
+        lo = ti.Vector([meta[0], meta[1], meta[2]], self.dtype)
+        dims = ti.Vector([ti.cast(meta[4], ti.i32), ti.cast(meta[5], ti.i32), ti.cast(meta[6], ti.i32)])
+        a = ti.cast(ti.floor((ci - ri - lo) / meta[3]), ti.i32)
+        b = ti.cast(ti.floor((ci + ri - lo) / meta[3]), ti.i32)
+        return ti.max(a, 0), ti.min(b, dims - 1), dims
+
+    @ti.kernel
+    def _grid_count(self, c: ti.types.ndarray(), r: ti.types.ndarray(), meta: ti.types.ndarray(),
+                    counts: ti.types.ndarray()):
+        for i in range(c.shape[0]):
+            a, b, dims = self._cells(meta, ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype), ti.cast(r[i], self.dtype))
+            for x, y, z in ti.ndrange((a[0], b[0] + 1), (a[1], b[1] + 1), (a[2], b[2] + 1)):
+                ti.atomic_add(counts[(x * dims[1] + y) * dims[2] + z], 1)
+
+    @ti.kernel
+    def _grid_fill(self, c: ti.types.ndarray(), r: ti.types.ndarray(), meta: ti.types.ndarray(),
+                   cursor: ti.types.ndarray(), items: ti.types.ndarray()):
+        for i in range(c.shape[0]):
+            a, b, dims = self._cells(meta, ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype), ti.cast(r[i], self.dtype))
+            for x, y, z in ti.ndrange((a[0], b[0] + 1), (a[1], b[1] + 1), (a[2], b[2] + 1)):
+                items[ti.atomic_add(cursor[(x * dims[1] + y) * dims[2] + z], 1)] = i
+
+    @ti.func
+    def _hits(self, x, L, tmax, skip, rs, i, c: ti.template(), r: ti.template()):
+        """Does the segment x + t L, 0 < t < tmax, meet sphere i (not `skip`)?"""
+        hit = 0
+        if i != skip:
+            oc = x - ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
+            ri = ti.cast(r[i], self.dtype)
+            b = oc.dot(L)
+            disc = b * b - (oc.dot(oc) - ri * ri)
+            if disc > 0:
+                s = ti.sqrt(disc)
+                if -b + s > 1e-4 * rs and -b - s < tmax:
+                    hit = 1
+        return hit
+
+    @ti.func
+    def _blocked(self, x, lights: ti.template(), l, skip, rs, c: ti.template(), r: ti.template(),
+                 meta: ti.template(), start: ti.template(), items: ti.template()):
+        """1 if light l is hidden from x by a sphere other than `skip` (rs: its radius, the
+        scale of the self-intersection guard). lights[l] = (kind: 1 directional, 2 point, xyz)."""
+        L = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]], self.dtype)
+        tmax = ti.cast(1e30, self.dtype)
+        if lights[l, 0] > 1.5:
+            L = L - x
+            tmax = L.norm()
+            L = L / tmax
+        else:
+            L = -L / L.norm()
+        return self._traverse(x, L, tmax, skip, rs, c, r, meta, start, items)
+
+    @ti.func
+    def _traverse(self, x, L, tmax, skip, rs, c: ti.template(), r: ti.template(), meta: ti.template(),
+                  start: ti.template(), items: ti.template()):
+        lo = ti.Vector([meta[0], meta[1], meta[2]], self.dtype)
+        h = ti.cast(meta[3], self.dtype)
+        dims = ti.Vector([ti.cast(meta[4], ti.i32), ti.cast(meta[5], ti.i32), ti.cast(meta[6], ti.i32)])
+        hi = lo + h * ti.cast(dims, self.dtype)
+        t0, t1 = ti.cast(0.0, self.dtype), tmax
+        for a in ti.static(range(3)):  # clip to the grid's box
+            if L[a] != 0:
+                ta, tb = (lo[a] - x[a]) / L[a], (hi[a] - x[a]) / L[a]
+                t0, t1 = ti.max(t0, ti.min(ta, tb)), ti.min(t1, ti.max(ta, tb))
+            elif x[a] < lo[a] or x[a] > hi[a]:
+                t1 = -1.0
+        hit = 0
+        if t0 <= t1:
+            p = x + t0 * L
+            cell = ti.min(ti.max(ti.cast(ti.floor((p - lo) / h), ti.i32), 0), dims - 1)
+            step = ti.Vector([1, 1, 1])
+            tnext = ti.Vector([1e30, 1e30, 1e30], self.dtype)
+            tdelta = ti.Vector([1e30, 1e30, 1e30], self.dtype)
+            for a in ti.static(range(3)):
+                if L[a] < 0:
+                    step[a] = -1
+                if L[a] != 0:
+                    edge = lo[a] + h * (cell[a] + (1 if L[a] > 0 else 0))
+                    tnext[a], tdelta[a] = (edge - x[a]) / L[a], h / ti.abs(L[a])
+            going = 1
+            while going == 1 and hit == 0:
+                flat = (cell[0] * dims[1] + cell[1]) * dims[2] + cell[2]
+                for j in range(start[flat], start[flat + 1]):
+                    if hit == 0:
+                        hit = self._hits(x, L, tmax, skip, rs, items[j], c, r)
+                a = 0  # step to the nearest cell wall
+                if tnext[1] < tnext[a]:
+                    a = 1
+                if tnext[2] < tnext[a]:
+                    a = 2
+                if tnext[a] > t1:
+                    going = 0
+                else:
+                    cell[a] += step[a]
+                    tnext[a] += tdelta[a]
+                    if cell[a] < 0 or cell[a] >= dims[a]:
+                        going = 0
+        return hit
+
+    @ti.kernel
+    def _visible_points(self, x: ti.types.ndarray(), lights: ti.types.ndarray(), c: ti.types.ndarray(),
+                        r: ti.types.ndarray(), scale: ti.f64, meta: ti.types.ndarray(), start: ti.types.ndarray(),
+                        items: ti.types.ndarray(), vis: ti.types.ndarray()):
+        for n, l in ti.ndrange(x.shape[0], lights.shape[0]):
+            p = ti.Vector([x[n, 0], x[n, 1], x[n, 2]], self.dtype)
+            vis[n, l] = 1 - self._blocked(p, lights, l, -1, ti.cast(scale, self.dtype), c, r, meta, start, items)
+
+    # ------------------------------------------------------------ driver
+    def visibility(self, camera, centers, radii, band, light=None, background_depth=None):
+        """Per-pixel records: ids (V, H, W, K) nearest first (-1 past the end), kept (V, H, W)
+        and, with `light`, vis (V, H, W, K, L) for its directional then point lights."""
+        dt = _torch_dtype()
+        dev = centers.device
+        o, d = (a.detach().to(dev, dt).contiguous() for a in camera.rays())
+        c, r = centers.detach().to(dt).contiguous(), radii.detach().to(dt).contiguous()
+        cam = _camera_table(camera, band).to(dev, dt)
+        V, H, W = o.shape[:3]
+        front = torch.full((V, H, W), torch.inf, dtype=dt, device=dev)
+        if background_depth is not None:  # an opaque layer behind which nothing shows
+            t = background_depth.detach().to(dev, dt).reshape(V, H, W)
+            front = torch.where(t > 0, t, front).contiguous()
+        count = torch.zeros((V, H, W), dtype=torch.int32, device=dev)
+        lists = torch.zeros((V, H, W, KMAX), dtype=torch.int32, device=dev)
+        # nearest spheres first, so that the occluded ones are mostly rejected before any test
+        order = torch.argsort(((c - o[0, 0, 0]) ** 2).sum(-1))
+        cs, rs = c[order].contiguous(), r[order].contiguous()
+        self._splat(False, cam, o, d, cs, rs, front, count, lists)
+        self._splat(True, cam, o, d, cs, rs, front, count, lists)
+        lists = order.to(torch.int32)[lists.long()]
+        table = _light_table(light, dev, dt)
+        shadows = len(table) > 0
+        if shadows:
+            grid = self.build_grid(c, r)
+        else:
+            table = torch.zeros((1, 4), dtype=dt, device=dev)
+            grid = (torch.zeros(7, dtype=dt, device=dev), torch.zeros(2, dtype=torch.int32, device=dev),
+                    torch.zeros(1, dtype=torch.int32, device=dev))
+        kept = torch.zeros((V, H, W), dtype=torch.int32, device=dev)
+        vis = torch.ones((V, H, W, KMAX, len(table)), dtype=torch.int32, device=dev)
+        self._resolve(cam, o, d, c, r, count, lists, table, shadows, *grid, kept, vis)
+        K = max(int(kept.max()), 1)
+        ids = torch.where(torch.arange(KMAX, device=dev) < kept[..., None], lists, -1)[..., :K]
+        out = dict(ids=ids.long(), kept=kept.long())
+        if shadows:
+            out["vis"] = vis[..., :K, :].bool()
+        return out
+
+    def visible(self, points, light, centers, radii):
+        """Which lights (directional then point) each point (N, 3) sees past the spheres:
+        bool (N, L). For shadows cast by particles on other geometry."""
+        dt = _torch_dtype()
+        c, r = centers.detach().to(dt).contiguous(), radii.detach().to(dt).contiguous()
+        table = _light_table(light, c.device, dt)
+        if len(table) == 0 or len(points) == 0:
+            return torch.ones((len(points), len(table)), dtype=torch.bool, device=points.device)
+        grid = self.build_grid(c, r)
+        vis = torch.ones((len(points), len(table)), dtype=torch.int32, device=c.device)
+        self._visible_points(points.detach().to(c.device, dt).contiguous(), table, c, r, float(r.max()), *grid, vis)
+        return vis.bool().to(points.device)
+
+
+def _camera_table(camera, band):
+    """Per view: eye (3), camera-to-world rotation (9, row-major), fx, fy, cx, cy, ortho
+    height (0: pinhole), image height, band (pixels)."""
+    V = camera.V
+    R = camera.rotation().detach().reshape(V, 9)
+    ones = torch.ones(V, dtype=R.dtype)
+    fx = camera.fx.detach() if camera.fx is not None else ones
+    fy = camera.fy.detach() if camera.fy is not None else ones
+    ortho = torch.full((V,), float(camera.ortho) if camera.ortho is not None else 0.0, dtype=R.dtype)
+    return torch.cat([camera.eye.detach(), R, torch.stack([fx, fy, camera.cx.detach(), camera.cy.detach(), ortho,
+                                                            ones * camera.height, ones * float(band)], -1)], -1)
+
+
+def _light_table(light, device, dtype):
+    """(kind, xyz) rows in blinn_phong's order: directional (1, direction), point (2, position)."""
+    if light is None:
+        return torch.zeros((0, 4), dtype=dtype, device=device)
+    rows = [torch.cat([torch.ones(1, dtype=dtype), l[:3].detach().to(dtype)]) for l in light["directional"]]
+    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), l[:3].detach().to(dtype)]) for l in light["point"]]
+    return (torch.stack(rows) if rows else torch.zeros((0, 4), dtype=dtype)).to(device)
+
+
+def _smooth(u):
+    s = (0.5 * (u + 1)).clamp(0, 1)
+    return s * s * (3 - 2 * s)
+
+
+def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, band=0.5, shadows=True,
+           background=(0.0, 0.0, 0.0), background_depth=None, tracer=None):
+    """Render spheres in V views: a dict of rgb (V, H, W, 3), depth (V, H, W; along the ray,
+    0 where nothing), normal (V, H, W, 3), mask (V, H, W; soft coverage).
+
+    centers (M, 3), radii (M,) or a float, colors (M, 3) or (3,); specular and shininess
+    floats or (M,); light: render/shading.lights(...); band: the silhouette's soft width in
+    pixels; shadows: cast hard shadow rays (not differentiated); background: an RGB or an
+    image (V, H, W, 3), with background_depth (V, H, W; 0: open) to composite over another
+    renderer's output. Every tensor may require grad (camera's included).
+    """
+    centers = torch.as_tensor(centers)
+    if centers.ndim != 2 or centers.shape[-1] != 3 or len(centers) == 0:
+        raise ValueError(f"centers must have shape (M, 3) with M > 0, got {tuple(centers.shape)}")
+    M, dt = len(centers), camera.eye.dtype
+    per = lambda a, shape, name: _per_sphere(a, M, shape, name, dt)
+    radii, colors = per(radii, (), "radii"), per(colors, (3,), "colors")
+    specular, shininess = per(specular, (), "specular"), per(shininess, (), "shininess")
+    if not torch.isfinite(centers).all():
+        raise ValueError("centers must be finite")
+    if not (radii > 0).all():
+        raise ValueError("radii must be positive")
+    tracer = tracer or SphereTracer()
+    rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth)
+    V, H, W = camera.V, camera.height, camera.width
+    o, d = (a.reshape(-1, 3) for a in camera.rays())
+    ids = rec["ids"].reshape(V * H * W, -1)
+    rows = (ids[:, 0] >= 0).nonzero()[:, 0]
+    ids = ids[rows]
+    valid = ids >= 0
+    idx = ids.clamp(min=0)
+    o, d = o[rows][:, None], d[rows][:, None]
+    c, r = centers.to(dt)[idx], radii[idx]
+    oc = c - o
+    tc = (oc * d).sum(-1)
+    d2 = ((oc * oc).sum(-1) - tc * tc).clamp(min=0)
+    dist = torch.sqrt(torch.where(d2 > 0, d2, torch.ones_like(d2))) * (d2 > 0)
+    fy = torch.ones(V, dtype=dt) * camera.height / camera.ortho if camera.ortho is not None else camera.fy
+    fy = fy.repeat_interleave(H * W)[rows][:, None]
+    w = band * (torch.ones_like(tc) / fy if camera.ortho is not None else tc / fy)
+    cover = _smooth((r - dist) / w) * valid
+    q = r * r - d2
+    inside = q > 0
+    t = tc - torch.sqrt(torch.where(inside, q, torch.ones_like(q))) * inside
+    p = o + t[..., None] * d - c
+    n = p / p.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+    x = c + r[..., None] * n
+    vis = rec["vis"].reshape(V * H * W, *rec["vis"].shape[-2:])[rows] if "vis" in rec else None
+    shade = blinn_phong(x, n, d, colors[idx], specular[idx], shininess[idx], light, vis)
+    bg = torch.as_tensor(background, dtype=dt)
+    bg = bg.reshape(-1, 3).expand(V * H * W, 3) if bg.ndim <= 1 else bg.reshape(V * H * W, 3)
+    rgb_k, depth_k, normal_k = 0, 0, 0
+    T = torch.ones_like(tc[:, 0])
+    for k in range(ids.shape[1]):  # front to back
+        wk = cover[:, k] * T
+        rgb_k = rgb_k + wk[:, None] * shade[:, k]
+        depth_k = depth_k + wk * t[:, k]
+        normal_k = normal_k + wk[:, None] * n[:, k]
+        T = T * (1 - cover[:, k])
+    mask_r = 1 - T
+    rgb = bg.clone().to(dt)
+    rgb = rgb.index_put((rows,), rgb_k + T[:, None] * bg[rows])
+    mask = torch.zeros(V * H * W, dtype=dt).index_put((rows,), mask_r)
+    safe = torch.where(mask_r > 0, mask_r, torch.ones_like(mask_r))
+    depth = torch.zeros(V * H * W, dtype=dt).index_put((rows,), depth_k / safe)
+    normal = torch.zeros(V * H * W, 3, dtype=dt).index_put((rows,), normal_k / safe[:, None])
+    return dict(rgb=rgb.reshape(V, H, W, 3), depth=depth.reshape(V, H, W), normal=normal.reshape(V, H, W, 3),
+                mask=mask.reshape(V, H, W))
+
+
+def _per_sphere(a, M, shape, name, dtype):
+    a = torch.as_tensor(a, dtype=dtype) if not torch.is_tensor(a) else a.to(dtype)
+    if a.shape == shape:
+        return a.expand(M, *shape)
+    if a.shape != (M, *shape):
+        raise ValueError(f"{name} must have shape {shape} or {(M, *shape)}, got {tuple(a.shape)}")
+    return a
