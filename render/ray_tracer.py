@@ -6,8 +6,8 @@ Two passes, as Pulsar does:
    - each sphere is projected to its exact screen bounding box (tangent planes through the
      eye) and every pixel of that box tests its own ray against the sphere: the pixels are
      the primary rays' acceleration structure, so a pixel only meets the spheres that can
-     touch it. Pass (a) finds each pixel's nearest fully covering hit (atomic min on a
-     packed depth + id key), pass (b) lists the spheres in front of it that cover the
+     touch it. Pass (a) finds each pixel's nearest fully covering hit (a float atomic
+     min on its depth), pass (b) lists the spheres in front of it that cover the
      pixel partly (the soft band), pass (c) sorts that list by depth, cuts it at the first
      full cover and casts the shadow rays;
    - shadow rays traverse a uniform world grid built on the device each frame (counting
@@ -23,8 +23,6 @@ Two passes, as Pulsar does:
 Not differentiated: which spheres a pixel lists, their order, and shadows (hard, 0 or 1).
 Spheres that reach behind a pinhole camera's eye plane are not drawn.
 """
-import math
-
 import taichi as ti
 import torch
 
@@ -53,7 +51,6 @@ class SphereTracer:
     def __init__(self):
         init()
         self.dtype = float_dtype()
-        self.grid = None
 
     # ------------------------------------------------------------ ray vs one sphere
     @ti.func
@@ -67,7 +64,7 @@ class SphereTracer:
         t = tc
         if dist < r:
             t = tc - ti.sqrt(r * r - d2)
-        return _smoothstep((r - dist) / w), t, tc
+        return _smoothstep((r - dist) / w), t
 
     @ti.func
     def _band(self, cam: ti.template(), v, tc):
@@ -159,7 +156,7 @@ class SphereTracer:
             for k in range(n):  # insertion sort, nearest first
                 i = lists[v, py, px, k]
                 ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
-                _, t, _ = self._cover(ro, rd, ci, ti.cast(r[i], self.dtype), 1.0)
+                _, t = self._cover(ro, rd, ci, ti.cast(r[i], self.dtype), 1.0)
                 j = k
                 while j > 0 and (ts[j - 1] > t or (ts[j - 1] == t and ids[j - 1] > i)):
                     ts[j], ids[j] = ts[j - 1], ids[j - 1]
@@ -172,7 +169,7 @@ class SphereTracer:
                     ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
                     ri = ti.cast(r[i], self.dtype)
                     tc = (ci - ro).dot(rd)
-                    cov, t, _ = self._cover(ro, rd, ci, ri, self._band(cam, v, tc))
+                    cov, t = self._cover(ro, rd, ci, ri, self._band(cam, v, tc))
                     lists[v, py, px, k] = i
                     if ti.static(shadows):
                         nrm = ro + tc * rd - ci  # the rim point nearest the ray, or the hit
@@ -204,8 +201,7 @@ class SphereTracer:
         items = torch.empty(max(int(start[-1]), 1), dtype=torch.int32, device=centers.device)
         cursor = start[:-1].clone()
         self._grid_fill(centers, radii, meta, cursor, items)
-        self.grid = (meta, start, items)
-        return self.grid
+        return meta, start, items
 
     @ti.func
     def _cells(self, meta: ti.template(), ci, ri):
@@ -317,12 +313,13 @@ class SphereTracer:
             vis[n, l] = 1 - self._blocked(p, lights, l, -1, ti.cast(scale, self.dtype), c, r, meta, start, items)
 
     # ------------------------------------------------------------ driver
-    def visibility(self, camera, centers, radii, band, light=None, background_depth=None):
+    def visibility(self, camera, centers, radii, band, light=None, background_depth=None, rays=None):
         """Per-pixel records: ids (V, H, W, K) nearest first (-1 past the end), kept (V, H, W)
-        and, with `light`, vis (V, H, W, K, L) for its directional then point lights."""
+        and, with `light`, vis (V, H, W, K, L) for its directional then point lights.
+        rays: camera.rays() when the caller has them already."""
         dt = _torch_dtype()
         dev = centers.device
-        o, d = (a.detach().to(dev, dt).contiguous() for a in camera.rays())
+        o, d = (a.detach().to(dev, dt).contiguous() for a in (rays or camera.rays()))
         c, r = centers.detach().to(dt).contiguous(), radii.detach().to(dt).contiguous()
         cam = _camera_table(camera, band).to(dev, dt)
         V, H, W = o.shape[:3]
@@ -420,9 +417,10 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     if not (radii > 0).all():
         raise ValueError("radii must be positive")
     tracer = tracer or SphereTracer()
-    rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth)
+    rays = camera.rays()
+    rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth, rays)
     V, H, W = camera.V, camera.height, camera.width
-    o, d = (a.reshape(-1, 3) for a in camera.rays())
+    o, d = (a.reshape(-1, 3) for a in rays)
     ids = rec["ids"].reshape(V * H * W, -1)
     rows = (ids[:, 0] >= 0).nonzero()[:, 0]
     ids = ids[rows]
