@@ -24,6 +24,7 @@ from ..sims import float_dtype, init, sdf
 from .shading import blinn_phong
 
 OBJECT_KEYS = ("position", "quat", "scale", "color", "specular", "shininess")
+STENCIL = 7  # a query point and its six central-difference neighbours
 
 
 @ti.data_oriented
@@ -41,6 +42,10 @@ class SDFScene:
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
         self.pose = ti.Vector.field(7, self.dtype, shape=self.n, needs_grad=True)
         self.scale = ti.field(self.dtype, shape=self.n, needs_grad=True)
+        # the central differences' step: 1e-4 of each object's scale as built, a constant of the
+        # scene (not of the parameters), so the gradient's reverse is that of f alone
+        self.h = ti.field(self.dtype, shape=self.n)
+        self.h.from_numpy(1e-4 * self.params(torch.float64)["scale"].numpy().astype(self.np_dtype))
         self._N, self._tree = 0, None
 
     def params(self, dtype=torch.float64):
@@ -53,15 +58,25 @@ class SDFScene:
                     specular=get("specular", 0.0), shininess=get("shininess", 16.0))
 
     def _buffers(self, N):
-        if N == self._N:
+        """Query buffers for N points. They only grow (by half at least, from 4096 points):
+        new fields mean new SNodes, hence a new compile of the query and its reverse."""
+        if N <= self._N:
             return
         if self._tree is not None:
             self._tree.destroy()
+        N = max(N, self._N * 3 // 2, 4096)
         fb = ti.FieldsBuilder()
-        self.qx, self.qg = ti.Vector.field(3, self.dtype, needs_grad=True), ti.Vector.field(3, self.dtype, needs_grad=True)
-        self.qf, self.qid = ti.field(self.dtype, needs_grad=True), ti.field(ti.i32)
-        fb.dense(ti.i, N).place(self.qx, self.qg, self.qf, self.qid, self.qx.grad, self.qg.grad, self.qf.grad)
+        self.qx = ti.Vector.field(3, self.dtype, needs_grad=True)
+        self.qg, self.qf, self.qid = ti.Vector.field(3, self.dtype), ti.field(self.dtype), ti.field(ti.i32)
+        self.qw, self.qo = ti.field(self.dtype), ti.field(self.dtype, needs_grad=True)  # the reverse's stencil
+        fb.dense(ti.i, N).place(self.qx, self.qg, self.qf, self.qid, self.qx.grad)
+        fb.dense(ti.i, N * STENCIL).place(self.qw, self.qo, self.qo.grad)
         self._tree, self._N = fb.finalize(), N
+
+    def _pad(self, a, dtype):
+        """a (n, ...) as a numpy array of the buffers' length, zeros after row n."""
+        a = np.asarray(a, dtype)
+        return np.concatenate([a, np.zeros((self._N - len(a), *a.shape[1:]), dtype)])
 
     def _set_objects(self, pose, scale):
         self.pose.from_numpy(pose.detach().cpu().numpy().astype(self.np_dtype))
@@ -84,8 +99,8 @@ class SDFScene:
 
     @ti.func
     def _grad(self, k: ti.template(), x):
-        """grad f by central differences, a step of 1e-4 of the object's own scale."""
-        h = 1e-4 * self.scale[k]
+        """grad f by central differences (step self.h[k])."""
+        h = self.h[k]
         g = x * 0
         for i in ti.static(range(3)):
             e = ti.Vector.unit(3, i, self.dtype) * h
@@ -147,8 +162,8 @@ class SDFScene:
 
     # ------------------------------------------------------------ pass 2: the query op
     @ti.kernel
-    def _query(self):
-        for i in range(self.qx.shape[0]):
+    def _query(self, n: ti.i32):
+        for i in range(n):
             x = self.qx[i]
             f, g = x[0] * 0, x * 0
             for k in ti.static(range(self.n)):
@@ -158,12 +173,26 @@ class SDFScene:
             self.qf[i] = f
             self.qg[i] = g
 
+    @ti.kernel
+    def _probe(self, n: ti.i32):
+        """qo[j] = qw[j] f(y_j) over the query's stencil: y = x_i, then x_i +- h e_a (j = 7 i + s).
+        Its reverse, with qo.grad = 1, is the query's: f and its central differences are
+        linear in these values, and the weights hold the incoming gradients."""
+        for j in range(STENCIL * n):
+            i, s = j // STENCIL, j % STENCIL
+            a = (s - 1) // 2
+            sign = 1.0 - 2.0 * ((s - 1) % 2)
+            e = ti.Vector([a == 0, a == 1, a == 2], self.dtype) * sign * (s > 0)
+            for k in ti.static(range(self.n)):
+                if self.qid[i] == k:
+                    self.qo[j] = self.qw[j] * self._object(k, self.qx[i] + self.h[k] * e)
+
     def _run_query(self, x, ids, pose, scale):
         self._buffers(len(x))
         self._set_objects(pose, scale)
-        self.qx.from_numpy(x.detach().cpu().numpy().astype(self.np_dtype))
-        self.qid.from_numpy(ids.cpu().numpy().astype(np.int32))
-        self._query()
+        self.qx.from_numpy(self._pad(x.detach().cpu().numpy(), self.np_dtype))
+        self.qid.from_numpy(self._pad(ids.cpu().numpy(), np.int32))
+        self._query(len(x))
 
     def query(self, x, ids, pose, scale):
         """SDF value f (N,) and gradient g (N, 3) of object ids[i] at points x[i]; differentiable
@@ -183,7 +212,8 @@ class _Query(torch.autograd.Function):
         ctx.scene = scene
         ctx.save_for_backward(x, ids, pose, scale)
         like = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device)
-        return like(scene.qf.to_numpy()), like(scene.qg.to_numpy())
+        n = len(x)
+        return like(scene.qf.to_numpy()[:n]), like(scene.qg.to_numpy()[:n])
 
     @staticmethod
     def backward(ctx, gf, gg):
@@ -192,11 +222,15 @@ class _Query(torch.autograd.Function):
         scene._run_query(x, ids, pose, scale)  # the fields may hold another query by now
         for fld in (scene.qx.grad, scene.pose.grad, scene.scale.grad):
             fld.fill(0)
-        scene.qf.grad.from_numpy(gf.detach().cpu().numpy().astype(scene.np_dtype))
-        scene.qg.grad.from_numpy(gg.detach().cpu().numpy().astype(scene.np_dtype))
-        scene._query.grad()
+        # stencil weights: gf for f itself, +-gg_a / (2 h) for the central differences
+        h = scene.h.to_numpy()[ids.cpu().numpy()][:, None]
+        gg = gg.detach().cpu().numpy() / (2 * h)
+        w = np.concatenate([gf.detach().cpu().numpy()[:, None], np.stack([gg, -gg], -1).reshape(len(x), 6)], 1)
+        scene.qw.from_numpy(scene._pad(w.reshape(-1, STENCIL), scene.np_dtype).reshape(-1))
+        scene.qo.grad.fill(1)
+        scene._probe.grad(len(x))
         like = lambda a, t: torch.as_tensor(a, dtype=t.dtype, device=t.device)
-        return (None, like(scene.qx.grad.to_numpy(), x), None, like(scene.pose.grad.to_numpy(), pose),
+        return (None, like(scene.qx.grad.to_numpy()[:len(x)], x), None, like(scene.pose.grad.to_numpy(), pose),
                 like(scene.scale.grad.to_numpy(), scale))
 
 
