@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ..render.canvas import draw_particles
+from ..render.world import WorldRenderer
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config as configs
@@ -142,25 +142,11 @@ class FluidTransportTask:
         return w["transport"] * moved - w["spill"] * self.spilled(state[0], state[4]) / self.max_steps
 
     def draw(self, state, action=None):
-        x, pose = state[0], state[4]
+        """The water shaded by depth, the cup, the target area in green (render/world.py)."""
+        x, pose = np.asarray(state[0]), np.asarray(state[4])
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(2, self.tools, ground=self.floor, size=(256, 384),
+                                        regions=[(self.lower.tolist(), self.upper.tolist(), (0.78, 0.92, 0.78))])
         depth = np.clip((x[:, 1] - self.x0[:, 1].min()) / (2 * self.cfg["water_depth"]), 0, 1)[:, None]
-        colors = ((1 - depth) * [30, 90, 200] + depth * [110, 170, 240]).astype(np.uint8)
-        img = draw_particles(x, colors, ground=self.floor, view=self.view, radius=3)
-        X, Y = _pixel_coords(img, self.view)
-        target = (X >= self.lower[0].item()) & (X <= self.upper[0].item()) \
-            & (Y >= self.lower[1].item()) & (Y <= self.upper[1].item())
-        img[target & (img == 245).all(-1)] = (200, 235, 200)
-        for tool, p in zip(self.tools, pose):
-            c, s = np.cos(p[2]), np.sin(p[2])
-            lx, ly = c * (X - p[0]) + s * (Y - p[1]), -s * (X - p[0]) + c * (Y - p[1])
-            img[(np.abs(lx) <= tool["half"][0]) & (np.abs(ly) <= tool["half"][1])] = (70, 70, 80)
-        return img
-
-
-def _pixel_coords(img, view):
-    """World coordinates (X, Y) of every pixel of a draw_particles image with this view."""
-    h, w, _ = img.shape
-    left, bottom, width = view
-    px, py = np.meshgrid(np.arange(w), np.arange(h))
-    s = width / w
-    return left + px * s, bottom + (h - 1 - py) * s
+        colors = (1 - depth) * [0.12, 0.35, 0.78] + depth * [0.43, 0.67, 0.94]
+        return self._world.frame(self._world.camera_2d(self.view), x, 0.6 * self.cfg["particle_spacing"], colors, pose)

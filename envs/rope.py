@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ..render.canvas import draw_particles
+from ..render.world import WorldRenderer
 from ..sims import adjoint, designs
 from ..sims.mass_spring import MassSpring
 from . import config as configs
@@ -103,23 +103,17 @@ class RopeShapeTask:
         return w["shape"] * gain - w["ctrl"] * (action ** 2).mean(-1)
 
     def draw(self, state, action=None):
-        """Top view (x right, z up the image): target in grey, rope in brown, pusher in dark grey."""
+        """The rope's masses in brown on the ground, the target arc's points in light grey, the
+        pushers, seen from above and in front (render/world.py)."""
         x, pose = np.asarray(state[0]), np.asarray(state[2])
-        top = lambda p: np.stack([p[..., 0], p[..., 2]], -1)
-        lo = top(np.concatenate([self.target.numpy(), x])).min(0) - 0.08
-        view = (lo[0], lo[1], 0.5)
-        ground = lo[1] - 1.0  # no ground line in a top view
-        img = draw_particles(top(self.target.numpy()), np.full((self.N, 3), 200, np.uint8), ground, view, radius=4)
-        rope = draw_particles(top(x), np.tile([[150, 90, 40]], (self.N, 1)).astype(np.uint8), ground, view, radius=4)
-        keep = (rope != 245).any(-1)
-        img[keep] = rope[keep]
-        h, w, _ = img.shape
-        scale = w / view[2]
-        px, py = np.meshgrid(np.arange(w), np.arange(h))
-        X, Z = view[0] + px / scale, view[1] + (h - 1 - py) / scale
-        for tool, p in zip(self.cfg["tools"], pose):  # each pusher's footprint, unturned
-            r = tool.get("radius", 0.02)
-            hx = tool.get("half_length", 0.0) if tool["shape"] == "capsule" else 0.0
-            dx = X - p[0] - np.clip(X - p[0], -hx, hx)
-            img[dx ** 2 + (Z - p[2]) ** 2 <= r ** 2] = (70, 70, 80)
-        return img
+        ground = self.cfg["ground"]["height"]
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(3, self.cfg["tools"], ground=ground, size=(256, 256), cell=0.05)
+        r = 0.5 * float(np.median(self.design.rest))
+        t = self.target.numpy().copy()
+        t[:, 1] = ground + 0.2 * r  # the target lies flat on the ground, under the rope
+        c = np.concatenate([x, t])
+        radii = np.concatenate([np.full(len(x), r), np.full(len(t), 0.5 * r)])
+        colors = np.concatenate([np.tile([0.59, 0.35, 0.16], (len(x), 1)), np.full((len(t), 3), 0.92)])
+        m = np.concatenate([x, t]).mean(0)
+        return self._world.frame(self._world.camera_3d(m + np.array([0.0, 0.45, 0.35]), m), c, radii, colors, pose)

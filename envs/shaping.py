@@ -4,7 +4,7 @@ PlasticinePress-v0, PlasticinePinch-v0 and SandPush-v0 are this task with differ
 import numpy as np
 import torch
 
-from ..render.canvas import draw_particles
+from ..render.world import WorldRenderer
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config as configs
@@ -121,43 +121,22 @@ class ShapingTask:
         return self.distance(prev[0]) - self.distance(state[0])
 
     def draw(self, state, action=None):
-        x, pose = state[0], state[4]
+        """The block coloured by height, the tools, the floor; in 2D the target's particles
+        in light grey behind the block (render/world.py)."""
+        x, pose = np.asarray(state[0]), np.asarray(state[4])
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(self.dim, self.cfg["tools"], ground=self.floor,
+                                        size=(256, 384) if self.dim == 2 else (256, 256))
         shade = np.clip((x[:, 1] - 0.06) / 0.25, 0, 1)[:, None]
-        colors = ((1 - shade) * [190, 120, 60] + shade * [240, 190, 120]).astype(np.uint8)
-        floor, view = self.floor, self.view
-        img = draw_particles(self.target.numpy(), np.full((len(self.target), 3), 215, np.uint8),
-                             ground=floor, view=view, radius=3)
-        img = _overlay(img, draw_particles(x, colors, ground=floor, view=view), 245)
-        return _draw_tools(img, self.cfg["tools"], pose, view)
+        colors = (1 - shade) * [0.75, 0.47, 0.24] + shade * [0.94, 0.75, 0.47]
+        r = 0.6 * self.cfg["particle_spacing"]
+        if self.dim == 2:
+            t = self.target.numpy()
+            c = np.concatenate([np.c_[x, np.zeros(len(x))], np.c_[t, np.full(len(t), -3 * r)]])
+            colors = np.concatenate([colors, np.full((len(t), 3), 0.84)])
+            return self._world.frame(self._world.camera_2d(self.view), c, r, colors, pose)
+        centre = x.mean(0)
+        span = float(np.ptp(x, 0).max()) + 0.2
+        return self._world.frame(self._world.camera_3d(centre + span * np.array([0.25, 0.9, 1.3]), centre), x, r,
+                                 colors, pose)
 
-
-def _overlay(under, over, background):
-    keep = (over != background).any(-1) & (over != (200, 190, 170)).any(-1)
-    out = under.copy()
-    out[keep] = over[keep]
-    return out
-
-
-def _draw_tools(img, tools, pose, view):
-    """Fill each 2D tool's shape (box, capsule, sphere, cylinder) in dark grey."""
-    h, w, _ = img.shape
-    left, bottom, width = view
-    s = width / w
-    px, py = np.meshgrid(np.arange(w), np.arange(h))
-    X, Y = left + px * s, bottom + (h - 1 - py) * s
-    for tool, p in zip(tools, pose):
-        turn = p[2] if len(p) == 3 else 2 * np.arctan2(p[6], p[3])  # 3D: the turn about z (side view)
-        c, sn = np.cos(turn), np.sin(turn)
-        lx, ly = c * (X - p[0]) + sn * (Y - p[1]), -sn * (X - p[0]) + c * (Y - p[1])
-        kind = tool["shape"]
-        if kind in ("box", "cylinder"):
-            hx, hy = tool["half"][:2] if kind == "box" else (tool["radius"], tool["half_height"])
-            inside = (np.abs(lx) <= hx) & (np.abs(ly) <= hy)
-        elif kind == "capsule":
-            inside = (lx - np.clip(lx, -tool["half_length"], tool["half_length"])) ** 2 + ly ** 2 <= tool["radius"] ** 2
-        elif kind == "sphere":
-            inside = lx ** 2 + ly ** 2 <= tool["radius"] ** 2
-        else:
-            inside = ly <= 0
-        img[inside] = (70, 70, 80)
-    return img

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ..render.canvas import draw_particles
+from ..render.world import WorldRenderer
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config as configs
@@ -99,7 +99,15 @@ class SoftWalkerTask:
         return forward_reward(prev[0], state[0], action, self.env_dt, self.cfg["reward"])
 
     def draw(self, state, action=None):
-        x = state[0]
-        colors = GROUP_COLORS[np.where(self.particles["actuator"] >= 0, self.particles["actuator"] + 1, 0) % len(GROUP_COLORS)]
+        """The robot's particles coloured by actuator group on the floor, the view following it
+        (render/world.py)."""
+        x = np.asarray(state[0])
         floor = 3.0 / self.cfg["n_grid"]
-        return draw_particles(x, colors, ground=floor, view=(float(x[:, 0].mean()) - 0.4, floor - 0.05, 1.0))
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(self.dim, ground=floor, size=(256, 384) if self.dim == 2 else (256, 256), cell=0.1)
+        group = np.where(self.particles["actuator"] >= 0, self.particles["actuator"] + 1, 0) % len(GROUP_COLORS)
+        colors, r = GROUP_COLORS[group] / 255.0, 0.6 * self.cfg["particle_spacing"]
+        if self.dim == 2:
+            return self._world.frame(self._world.camera_2d((float(x[:, 0].mean()) - 0.4, floor - 0.05, 1.0)), x, r, colors)
+        c = x.mean(0)
+        return self._world.frame(self._world.camera_3d(c + np.array([0.15, 0.3, 0.6]), c), x, r, colors)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ..render.canvas import draw_mass_spring
+from ..render.world import WorldRenderer, spring_beads
 from ..sims import adjoint, designs
 from ..sims.mass_spring import MassSpring
 from . import config as configs
@@ -82,8 +82,24 @@ class WalkerTask:
         return forward_reward(prev[0], state[0], action, self.env_dt, self.cfg["reward"])
 
     def draw(self, state, action=None):
-        x = state[0]
+        """Masses as dark spheres, springs as bead chains (grey passive, red contracting, blue
+        extending), the ground; the view follows the robot (render/world.py)."""
+        x = np.asarray(state[0])
+        ground = self.cfg["ground"]["height"]
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(self.dim, ground=ground, size=(256, 384), cell=0.1)
+        a = np.zeros(len(self.design.springs))
+        if action is not None:
+            a = np.clip(np.where(self.design.actuator >= 0, np.asarray(action)[self.design.actuator], 0), -1, 1)
+        tint = np.stack([0.47 + 0.47 * np.maximum(a, 0), np.full_like(a, 0.47), 0.47 + 0.47 * np.maximum(-a, 0)], -1)
+        r = 0.25 * float(np.median(self.design.rest))
+        beads, colors = spring_beads(x, self.design.springs, 0.4 * r, tint)
+        c = np.concatenate([x, beads])
+        radii = np.concatenate([np.full(len(x), r), np.full(len(beads), 0.4 * r)])
+        colors = np.concatenate([np.full((len(x), 3), 0.15), colors])
         cx = float(x[:, 0].mean())
-        act = None if action is None else np.where(self.design.actuator >= 0, np.asarray(action)[self.design.actuator], 0)
-        return draw_mass_spring(x, self.design.springs, act, ground=self.cfg["ground"]["height"],
-                                view=(cx - 0.35, 0.02, 0.8))
+        view = (cx - 0.35, ground - 0.08, 0.8)
+        if self.dim == 2:
+            return self._world.frame(self._world.camera_2d(view), c, radii, colors)
+        m = x.mean(0)
+        return self._world.frame(self._world.camera_3d(m + np.array([0.1, 0.25, 0.7]), m), c, radii, colors)

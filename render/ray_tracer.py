@@ -82,7 +82,7 @@ class SphereTracer:
         R = ti.Matrix([[cam[v, 3 + 3 * i + j] for j in ti.static(range(3))] for i in ti.static(range(3))])
         p = R.transpose() @ (c - eye)
         z = -p[2]
-        x0, x1, y0, y1 = 0, 0, 0, 0
+        x0, x1, y0, y1 = 0.0, 0.0, 0.0, 0.0
         if cam[v, 16] > 0:  # orthographic: a disk of radius (r + band) in pixels
             s = cam[v, 17] / cam[v, 16]
             rad = (r + cam[v, 18] * cam[v, 16] / cam[v, 17]) * s
@@ -182,6 +182,69 @@ class SphereTracer:
                     if cov >= 1.0:
                         m = -1 - m  # cut: nothing behind a full cover shows
             kept[v, py, px] = m if m >= 0 else -1 - m
+
+    @ti.kernel
+    def _composite(self, cam: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(),
+                   c: ti.types.ndarray(), r: ti.types.ndarray(), mat: ti.types.ndarray(), lists: ti.types.ndarray(),
+                   kept: ti.types.ndarray(), vis: ti.types.ndarray(), lights: ti.types.ndarray(),
+                   ambient: ti.types.ndarray(), bg: ti.types.ndarray(), shadows: ti.template(),
+                   out: ti.types.ndarray()):
+        """render()'s differentiable pass, forward only, fused: the same coverage, compositing
+        and Blinn-Phong per pixel (mat: albedo, specular, shininess per sphere; out: rgb,
+        depth, normal, mask)."""
+        V, H, W, L = o.shape[0], o.shape[1], o.shape[2], lights.shape[0]
+        for v, py, px in ti.ndrange(V, H, W):
+            ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
+            rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
+            amb = ti.Vector([ambient[0], ambient[1], ambient[2]], self.dtype)
+            T, dep = ti.cast(1.0, self.dtype), ti.cast(0.0, self.dtype)
+            acc, nor = ti.Vector([0.0, 0.0, 0.0], self.dtype), ti.Vector([0.0, 0.0, 0.0], self.dtype)
+            for k in range(kept[v, py, px]):
+                i = lists[v, py, px, k]
+                ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
+                ri = ti.cast(r[i], self.dtype)
+                oc = ci - ro
+                tc = oc.dot(rd)
+                d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
+                cover = _smoothstep((ri - ti.sqrt(d2)) / self._band(cam, v, tc))
+                t = tc
+                if ri * ri - d2 > 0:
+                    t = tc - ti.sqrt(ri * ri - d2)
+                p = ro + t * rd - ci
+                n = p / ti.max(p.norm(), 1e-30)
+                x = ci + ri * n
+                albedo = ti.Vector([mat[i, 0], mat[i, 1], mat[i, 2]], self.dtype)
+                shade = albedo * amb
+                for l in range(L):
+                    Ld = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]], self.dtype)
+                    color = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]], self.dtype)
+                    if lights[l, 0] > 1.5:  # a point light, inverse-square falloff
+                        Ld = Ld - x
+                        dist2 = Ld.dot(Ld)
+                        Ld, color = Ld / ti.sqrt(dist2), color / dist2
+                    else:
+                        Ld = -Ld / Ld.norm()
+                    if ti.static(shadows):
+                        color *= vis[v, py, px, k, l]
+                    lam = ti.max(n.dot(Ld), 0.0)
+                    h = (Ld - rd).normalized()
+                    spec = 0.0
+                    if lam > 0:
+                        spec = mat[i, 3] * ti.max(n.dot(h), 0.0) ** mat[i, 4]
+                    shade += color * (albedo * lam + spec)
+                wk = cover * T
+                acc += wk * shade
+                dep += wk * t
+                nor += wk * n
+                T *= 1 - cover
+            mask = 1 - T
+            rgb = acc + T * ti.Vector([bg[v, py, px, 0], bg[v, py, px, 1], bg[v, py, px, 2]], self.dtype)
+            safe = mask if mask > 0 else 1.0
+            for a in ti.static(range(3)):
+                out[v, py, px, a] = rgb[a]
+                out[v, py, px, 4 + a] = nor[a] / safe
+            out[v, py, px, 3] = dep / safe
+            out[v, py, px, 7] = mask
 
     # ------------------------------------------------------------ shadow grid
     def build_grid(self, centers, radii):
@@ -340,7 +403,7 @@ class SphereTracer:
         if shadows:
             grid = self.build_grid(c, r)
         else:
-            table = torch.zeros((1, 4), dtype=dt, device=dev)
+            table = torch.zeros((1, 7), dtype=dt, device=dev)
             grid = (torch.zeros(7, dtype=dt, device=dev), torch.zeros(2, dtype=torch.int32, device=dev),
                     torch.zeros(1, dtype=torch.int32, device=dev))
         kept = torch.zeros((V, H, W), dtype=torch.int32, device=dev)
@@ -381,12 +444,13 @@ def _camera_table(camera, band):
 
 
 def _light_table(light, device, dtype):
-    """(kind, xyz) rows in blinn_phong's order: directional (1, direction), point (2, position)."""
+    """(kind, xyz, rgb) rows in blinn_phong's order: directional (1, direction, colour), point
+    (2, position, colour)."""
     if light is None:
-        return torch.zeros((0, 4), dtype=dtype, device=device)
-    rows = [torch.cat([torch.ones(1, dtype=dtype), l[:3].detach().to(dtype)]) for l in light["directional"]]
-    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), l[:3].detach().to(dtype)]) for l in light["point"]]
-    return (torch.stack(rows) if rows else torch.zeros((0, 4), dtype=dtype)).to(device)
+        return torch.zeros((0, 7), dtype=dtype, device=device)
+    rows = [torch.cat([torch.ones(1, dtype=dtype), l.detach().to(dtype)]) for l in light["directional"]]
+    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), l.detach().to(dtype)]) for l in light["point"]]
+    return (torch.stack(rows) if rows else torch.zeros((0, 7), dtype=dtype)).to(device)
 
 
 def _smooth(u):
@@ -420,6 +484,11 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     rays = camera.rays()
     rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth, rays)
     V, H, W = camera.V, camera.height, camera.width
+    bg = torch.as_tensor(background, dtype=dt)
+    tensors = [centers, radii, colors, specular, shininess, bg, camera.eye, camera.target, *light.values()]
+    tensors += [a for a in (camera.fx, camera.fy, camera.cx, camera.cy) if a is not None]
+    if not (torch.is_grad_enabled() and any(a.requires_grad for a in tensors)):
+        return _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec)
     o, d = (a.reshape(-1, 3) for a in rays)
     ids = rec["ids"].reshape(V * H * W, -1)
     rows = (ids[:, 0] >= 0).nonzero()[:, 0]
@@ -444,7 +513,6 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     x = c + r[..., None] * n
     vis = rec["vis"].reshape(V * H * W, *rec["vis"].shape[-2:])[rows] if "vis" in rec else None
     shade = blinn_phong(x, n, d, colors[idx], specular[idx], shininess[idx], light, vis)
-    bg = torch.as_tensor(background, dtype=dt)
     bg = bg.reshape(-1, 3).expand(V * H * W, 3) if bg.ndim <= 1 else bg.reshape(V * H * W, 3)
     rgb_k, depth_k, normal_k = 0, 0, 0
     T = torch.ones_like(tc[:, 0])
@@ -463,6 +531,30 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     normal = torch.zeros(V * H * W, 3, dtype=dt).index_put((rows,), normal_k / safe[:, None])
     return dict(rgb=rgb.reshape(V, H, W, 3), depth=depth.reshape(V, H, W), normal=normal.reshape(V, H, W, 3),
                 mask=mask.reshape(V, H, W))
+
+
+def _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec):
+    """render() without gradients: its differentiable pass as one Taichi kernel."""
+    dt, dev = _torch_dtype(), centers.device
+    V, H, W = camera.V, camera.height, camera.width
+    o, d = (a.detach().to(dev, dt).contiguous() for a in rays)
+    mat = torch.cat([colors, specular[:, None], shininess[:, None]], 1).detach().to(dev, dt).contiguous()
+    table = _light_table(light, dev, dt)
+    shadows = "vis" in rec
+    vis = rec["vis"].int().contiguous() if shadows else torch.zeros((1, 1, 1, 1, 1), dtype=torch.int32, device=dev)
+    if len(table) == 0:
+        table = torch.zeros((1, 7), dtype=dt, device=dev)
+        table[0, 0] = 1.0  # a black directional light keeps the kernel's loop well formed
+        table[0, 2] = -1.0
+    ambient = light["ambient"].detach().to(dev, dt).sum(0) if len(light["ambient"]) else torch.zeros(3, dtype=dt)
+    bg = bg.detach().to(dev, dt)
+    bg = (bg.reshape(1, 1, 1, 3) if bg.ndim <= 1 else bg.reshape(V, H, W, 3)).expand(V, H, W, 3).contiguous()
+    out = torch.empty((V, H, W, 8), dtype=dt, device=dev)
+    tracer._composite(_camera_table(camera, band).to(dev, dt), o, d, centers.detach().to(dev, dt).contiguous(),
+                      radii.detach().to(dev, dt).contiguous(), mat, rec["ids"].int().contiguous(),
+                      rec["kept"].int().contiguous(), vis, table, ambient.to(dev).contiguous(), bg, shadows, out)
+    out = out.to(camera.eye.dtype)
+    return dict(rgb=out[..., :3], depth=out[..., 3], normal=out[..., 4:7], mask=out[..., 7])
 
 
 def _per_sphere(a, M, shape, name, dtype):

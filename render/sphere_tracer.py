@@ -45,6 +45,8 @@ class SDFScene:
         # the central differences' step: 1e-4 of each object's scale as built, a constant of the
         # scene (not of the parameters), so the gradient's reverse is that of f alone
         self.h = ti.field(self.dtype, shape=self.n)
+        # bounding radii at unit scale: rays that pass them far are misses, never marched
+        self.bound = [min(sdf.radius(sh), 1e30) for sh in self.shapes]
         self.h.from_numpy(1e-4 * self.params(torch.float64)["scale"].numpy().astype(self.np_dtype))
         self._N, self._tree = 0, None
 
@@ -109,7 +111,7 @@ class SDFScene:
 
     # ------------------------------------------------------------ pass 1: visibility
     @ti.kernel
-    def _march(self, o: ti.types.ndarray(), d: ti.types.ndarray(), far: ti.f64, t_out: ti.types.ndarray(),
+    def _march(self, o: ti.types.ndarray(), d: ti.types.ndarray(), far: ti.f64, reach: ti.f64, t_out: ti.types.ndarray(),
                id_out: ti.types.ndarray(), hit_out: ti.types.ndarray()):
         for r in range(o.shape[0]):
             ro = ti.Vector([o[r, 0], o[r, 1], o[r, 2]], self.dtype)
@@ -117,8 +119,15 @@ class SDFScene:
             eps = 1e-6 * far  # a length of the scene's own: its far plane
             t, best, t_best, id_best, hit, id_hit = 0.0, 1e30, 0.0, 0, 0, 0
             lo, hi, t_prev = 0.0, 0.0, 0.0
+            ahead = 0  # does the ray pass within `reach` of some object's bounding sphere?
+            for k in ti.static(range(self.n)):
+                oc = ti.Vector([self.pose[k][0], self.pose[k][1], self.pose[k][2]]) - ro
+                tc = oc.dot(rd)
+                R = self.bound[k] * self.scale[k] + reach
+                if oc.dot(oc) - tc * tc < R * R and tc + R > 0:
+                    ahead = 1
             for _ in range(self.steps):
-                if hit == 0 and t < far:
+                if ahead == 1 and hit == 0 and t < far:
                     f, k = self._scene(ro + t * rd)
                     if f < best:  # the closest sample so far, bracketed by its neighbours
                         best, t_best, id_best, lo, hi = f, t, k, t_prev, t + f
@@ -136,29 +145,39 @@ class SDFScene:
                             if den < 0:
                                 t -= self._object(k, x) / den
                 t_best, id_best = t, id_hit
-            else:  # a miss: the closest approach itself (golden section in the bracket), so that
-                # the silhouette's gradient (the envelope theorem's) is the derivative of what it covers
+            elif ahead == 1 and best < reach:  # a miss near the surface: the closest approach itself (golden section in
+                # the bracket), so that the silhouette's gradient (the envelope theorem's) is the
+                # derivative of what it covers; farther misses cover nothing worth the search
                 for k in ti.static(range(self.n)):
                     if id_best == k:
+                        g = 0.618033988749895  # each step keeps one probe: one SDF evaluation a step
                         a, b = lo, hi
-                        for _ in range(48):
-                            c, e = b - 0.618033988749895 * (b - a), a + 0.618033988749895 * (b - a)
-                            if self._object(k, ro + c * rd) < self._object(k, ro + e * rd):
-                                b = e
+                        c, e = b - g * (b - a), a + g * (b - a)
+                        fc, fe = self._object(k, ro + c * rd), self._object(k, ro + e * rd)
+                        for _ in range(40):  # the bracket shrinks by 0.618^40 ~ 4e-9
+                            if fc < fe:
+                                b, e, fe = e, c, fc
+                                c = b - g * (b - a)
+                                fc = self._object(k, ro + c * rd)
                             else:
-                                a = c
+                                a, c, fc = c, e, fe
+                                e = a + g * (b - a)
+                                fe = self._object(k, ro + e * rd)
                         t_best = 0.5 * (a + b)
+                hit = 2  # refined
             t_out[r], id_out[r], hit_out[r] = t_best, id_best, hit
 
-    def march(self, origins, dirs, far, pose, scale):
+    def march(self, origins, dirs, far, pose, scale, reach=float("inf")):
         """Visibility records of rays (N, 3) through objects at pose (n, 7), scale (n,):
-        distance, object and hit flag (closest approach for a miss). No tape."""
+        distance, object, hit flag and near flag (a miss within `reach` of the surface, its
+        closest approach refined; a far miss's distance is only its nearest sample). No tape."""
         self._set_objects(pose, scale)
         o = np.ascontiguousarray(origins.detach().cpu().numpy(), dtype=np.float64)
         d = np.ascontiguousarray(dirs.detach().cpu().numpy(), dtype=np.float64)
         t, ids, hit = np.zeros(len(o)), np.zeros(len(o), np.int32), np.zeros(len(o), np.int32)
-        self._march(o, d, float(far), t, ids, hit)
-        return torch.as_tensor(t), torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(hit.astype(bool))
+        self._march(o, d, float(far), float(min(reach, 1e300)), t, ids, hit)
+        return (torch.as_tensor(t), torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(hit == 1),
+                torch.as_tensor(hit == 2))
 
     # ------------------------------------------------------------ pass 2: the query op
     @ti.kernel
@@ -251,8 +270,13 @@ def render(scene, camera, light, params=None, far=None, width=None, background=(
     if width is None:  # a function of the camera: it moves with it, differentiably
         width = 1.5 * (camera.ortho / H if camera.ortho is not None else reach / camera.fy.min())
     o, d = (a.reshape(-1, 3) for a in camera.rays())
-    t0, ids, hit = scene.march(o, d, far, params["pose"], params["scale"])
-    t0 = t0.to(o.dtype)
+    # misses farther than 16 band widths would cover under 2 sigmoid(-16) ~ 2e-7: left out, as
+    # background, of the refinement and of the differentiable pass
+    t0, ids, hit, near = scene.march(o, d, far, params["pose"], params["scale"],
+                                     reach=16 * float(torch.as_tensor(width).detach()))
+    rows = (hit | near).nonzero()[:, 0]
+    o_all, d_all = o, d
+    o, d, t0, ids, hit = o[rows], d[rows], t0[rows].to(o.dtype), ids[rows], hit[rows]
     x0 = o + t0[:, None] * d
     f0, g0 = scene.query(x0, ids, params["pose"], params["scale"])
     slope = (g0 * d).sum(-1)  # df/dt along the ray: < 0 at a hit, 0 at a closest approach
@@ -271,7 +295,11 @@ def render(scene, camera, light, params=None, far=None, width=None, background=(
     cover = torch.where(hit, torch.ones_like(f), 2 * torch.sigmoid(-f.clamp(min=0) / width))
     shade = blinn_phong(x, n, d, params["color"][ids], params["specular"][ids], params["shininess"][ids], light)
     bg = torch.as_tensor(background, dtype=o.dtype)
-    rgb = cover[:, None] * shade + (1 - cover[:, None]) * bg
-    out = dict(rgb=rgb.reshape(V, H, W, 3), depth=(t * hit).reshape(V, H, W), normal=(n * hit[:, None]).reshape(V, H, W, 3),
-               mask=cover.reshape(V, H, W))
+    N = len(o_all)
+    scatter = lambda full, part: full.index_put((rows,), part)
+    rgb = scatter(bg.expand(N, 3), cover[:, None] * shade + (1 - cover[:, None]) * bg)
+    zeros = torch.zeros(N, dtype=o.dtype)
+    out = dict(rgb=rgb.reshape(V, H, W, 3), depth=scatter(zeros, t * hit).reshape(V, H, W),
+               normal=scatter(zeros[:, None].expand(N, 3), n * hit[:, None]).reshape(V, H, W, 3),
+               mask=scatter(zeros, cover).reshape(V, H, W))
     return out

@@ -7,6 +7,8 @@ static description (a SimpleNamespace, compiled into the kernel):
               tube; in the x-z plane; in 2D the annulus of the circle of that radius)
   CSG         union / intersection / subtraction of shapes a and b, smoothed over a
               length k (k = 0: the hard min / max)
+  extrude     (3D) a 2D shape `a` in the x-y plane, extruded over |z| <= depth: how a 2D
+              world's tools look from its front
   placement   any shape may carry `offset` (a fixed local pose: position + angle or
               quaternion) applied before it is evaluated.
 Distances are negative inside. All functions are plain differentiable ti.funcs; the
@@ -29,6 +31,15 @@ def shape(spec, dim, where="shape", extra=()):
     `extra` names keys the caller reads itself (a collider's pose, friction)."""
     kind = spec.get("shape")
     spec = {k: v for k, v in spec.items() if k not in extra}
+    if kind == "extrude":
+        if dim != 3 or set(spec) - {"shape", "a", "depth", "offset"} or "a" not in spec or "depth" not in spec:
+            raise ValueError(f"{where} (extrude) is 3D and takes a (a 2D shape), depth and optional offset; "
+                             f"got {sorted(spec)} in {dim}D")
+        depth = float(spec["depth"])
+        if not depth > 0:
+            raise ValueError(f"{where}.depth must be positive, got {spec['depth']!r}")
+        return SimpleNamespace(kind=kind, a=shape(spec["a"], 2, f"{where}.a"), depth=depth,
+                               offset=_offset(spec, dim, where))
     if kind in CSG:
         extra = set(spec) - {"shape", "a", "b", "k", "offset"}
         if extra or "a" not in spec or "b" not in spec:
@@ -39,7 +50,7 @@ def shape(spec, dim, where="shape", extra=()):
         return SimpleNamespace(kind=kind, a=shape(spec["a"], dim, f"{where}.a"), b=shape(spec["b"], dim, f"{where}.b"),
                                k=k, offset=_offset(spec, dim, where))
     if kind not in PRIMITIVES:
-        raise ValueError(f"{where}.shape must be one of {sorted(PRIMITIVES) + list(CSG)}, got {kind!r}")
+        raise ValueError(f"{where}.shape must be one of {sorted(PRIMITIVES) + list(CSG) + ['extrude']}, got {kind!r}")
     allowed = {"shape", "offset", *PRIMITIVES[kind]}
     if set(spec) - allowed:
         raise ValueError(f"{where}: unknown key(s) {sorted(set(spec) - allowed)}; allowed {sorted(allowed | set(extra))}")
@@ -52,6 +63,22 @@ def shape(spec, dim, where="shape", extra=()):
     if bad:
         raise ValueError(f"{where}.{bad[0]} must be positive, got {spec[bad[0]]!r}")
     return SimpleNamespace(kind=kind, half=tuple(half.tolist()), offset=_offset(spec, dim, where), **sizes)
+
+
+def radius(s):
+    """A radius about the shape's own origin that holds all of it (inf for a plane): rays that
+    pass farther than r + e from a shape are at least e from its surface."""
+    off = float(np.linalg.norm(s.offset[:3 if len(s.offset) == 7 else 2])) if s.offset else 0.0
+    if s.kind in CSG:
+        ra, rb = radius(s.a), radius(s.b)
+        r = {"union": max(ra, rb), "intersection": min(ra, rb), "subtraction": ra}[s.kind] + s.k  # smoothing bulges
+    elif s.kind == "extrude":
+        r = float(np.hypot(radius(s.a), s.depth))
+    else:
+        r = {"plane": np.inf, "sphere": s.radius, "box": float(np.linalg.norm(s.half)),
+             "capsule": s.radius + s.half_length, "cylinder": float(np.hypot(s.radius, s.half_height)),
+             "torus": s.radius + s.tube}[s.kind]
+    return r + off
 
 
 def _offset(spec, dim, where):
@@ -142,6 +169,9 @@ def evaluate(s: ti.template(), p):
         d = -smooth_min(-evaluate(s.a, q), -evaluate(s.b, q), s.k)
     elif ti.static(s.kind == "subtraction"):  # a without b
         d = -smooth_min(-evaluate(s.a, q), evaluate(s.b, q), s.k)
+    elif ti.static(s.kind == "extrude"):  # a box in (2D distance, z): exact outside and in
+        w = ti.Vector([evaluate(s.a, ti.Vector([q[0], q[1]])), ti.abs(q[2]) - s.depth])
+        d = length(ti.max(w, 0.0)) + ti.min(w.max(), 0.0)
     else:
         d = primitive(s, q)
     return d

@@ -110,6 +110,25 @@ def test_every_shape_matches_its_closed_form_in_a_turned_frame(dim):
         assert (d[k] < 0).any() and (d[k] > 0).any(), spec["shape"]  # points on both sides of each surface
 
 
+def test_extruded_2d_shapes_are_the_3d_box_and_cylinder():
+    """A 2D box extruded over |z| <= depth is the 3D box; a 2D disk, the cylinder on z."""
+    shapes = [sdf.shape(dict(shape="extrude", a=dict(shape="box", half=[0.1, 0.05]), depth=0.08), 3),
+              sdf.shape(dict(shape="extrude", a=dict(shape="sphere", radius=0.07), depth=0.04), 3)]
+    x, pose, out, run = _kernels(shapes, 3)
+    pos, pv, R = _pose(3)
+    pts = pos + np.random.default_rng(5).uniform(-0.2, 0.2, (400, 3))
+    x.from_numpy(pts)
+    pose.from_numpy(pv)
+    run()
+    p = (pts - pos) @ R
+    d = out.to_numpy()
+    assert np.allclose(d[0], _box(p, np.array([0.1, 0.05, 0.08])), rtol=0, atol=1e-12)
+    on_z = _reference(dict(shape="cylinder", radius=0.07, half_height=0.04), p[:, [0, 2, 1]])  # its axis y -> z
+    assert np.allclose(d[1], on_z, rtol=0, atol=1e-12)
+    for k in range(2):
+        assert (d[k] < 0).any() and (d[k] > 0).any()
+
+
 @pytest.mark.parametrize("dim", [2, 3])
 def test_smooth_csg_rounds_within_its_band_and_gradients_match_finite_differences(dim):
     spec = _smooth(dim)
@@ -153,6 +172,10 @@ def test_smooth_csg_rounds_within_its_band_and_gradients_match_finite_difference
 
 
 def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"shape \(extrude\) is 3D"):
+        sdf.shape({"shape": "extrude", "a": {"shape": "sphere", "radius": 1.0}, "depth": 1.0}, 2)
+    with pytest.raises(ValueError, match=r"shape\.depth must be positive"):
+        sdf.shape({"shape": "extrude", "a": {"shape": "sphere", "radius": 1.0}, "depth": 0.0}, 3)
     with pytest.raises(ValueError, match=r"shape\.shape must be one of"):
         sdf.shape({"shape": "cone"}, 3)
     with pytest.raises(ValueError, match=r"shape\.a \(torus\) needs \['tube'\]"):
