@@ -192,8 +192,7 @@ class SphereTracer:
         """render()'s differentiable pass, forward only, fused: the same coverage, compositing
         and Blinn-Phong per pixel (mat: albedo, specular, shininess per sphere; out: rgb,
         depth, normal, mask)."""
-        V, H, W, L = o.shape[0], o.shape[1], o.shape[2], lights.shape[0]
-        for v, py, px in ti.ndrange(V, H, W):
+        for v, py, px in ti.ndrange(o.shape[0], o.shape[1], o.shape[2]):  # (nothing outside it: autodiff)
             ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
             rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
             amb = ti.Vector([ambient[0], ambient[1], ambient[2]], self.dtype)
@@ -206,7 +205,10 @@ class SphereTracer:
                 oc = ci - ro
                 tc = oc.dot(rd)
                 d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
-                cover = _smoothstep((ri - ti.sqrt(d2)) / self._band(cam, v, tc))
+                dist = ti.cast(0.0, self.dtype)
+                if d2 > 0:  # (the reverse of sqrt at 0 would be inf)
+                    dist = ti.sqrt(d2)
+                cover = _smoothstep((ri - dist) / self._band(cam, v, tc))
                 t = tc
                 if ri * ri - d2 > 0:
                     t = tc - ti.sqrt(ri * ri - d2)
@@ -215,7 +217,7 @@ class SphereTracer:
                 x = ci + ri * n
                 albedo = ti.Vector([mat[i, 0], mat[i, 1], mat[i, 2]], self.dtype)
                 shade = albedo * amb
-                for l in range(L):
+                for l in range(lights.shape[0]):
                     Ld = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]], self.dtype)
                     color = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]], self.dtype)
                     if lights[l, 0] > 1.5:  # a point light, inverse-square falloff
@@ -227,10 +229,10 @@ class SphereTracer:
                     if ti.static(shadows):
                         color *= vis[v, py, px, k, l]
                     lam = ti.max(n.dot(Ld), 0.0)
-                    h = (Ld - rd).normalized()
-                    spec = 0.0
-                    if lam > 0:
-                        spec = mat[i, 3] * ti.max(n.dot(h), 0.0) ** mat[i, 4]
+                    nh = n.dot((Ld - rd).normalized())
+                    spec = ti.cast(0.0, self.dtype)
+                    if lam > 0 and nh > 0:  # (0 ** s has no finite reverse in s)
+                        spec = mat[i, 3] * nh ** mat[i, 4]
                     shade += color * (albedo * lam + spec)
                 wk = cover * T
                 acc += wk * shade
@@ -245,6 +247,219 @@ class SphereTracer:
                 out[v, py, px, 4 + a] = nor[a] / safe
             out[v, py, px, 3] = dep / safe
             out[v, py, px, 7] = mask
+
+    @ti.func
+    def _v3(self, a: ti.template(), i):
+        return ti.Vector([a[i, 0], a[i, 1], a[i, 2]], self.dtype)
+
+    @ti.func
+    def _p3(self, a: ti.template(), v, py, px):
+        return ti.Vector([a[v, py, px, 0], a[v, py, px, 1], a[v, py, px, 2]], self.dtype)
+
+    @ti.kernel
+    def _composite_reverse(self, cam: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(),
+                           c: ti.types.ndarray(), r: ti.types.ndarray(), mat: ti.types.ndarray(),
+                           lists: ti.types.ndarray(), kept: ti.types.ndarray(), vis: ti.types.ndarray(),
+                           lights: ti.types.ndarray(), ambient: ti.types.ndarray(), bg: ti.types.ndarray(),
+                           shadows: ti.template(), g_out: ti.types.ndarray(), go: ti.types.ndarray(),
+                           gd: ti.types.ndarray(), gc: ti.types.ndarray(), gr: ti.types.ndarray(),
+                           gmat: ti.types.ndarray(), glights: ti.types.ndarray(), gamb: ti.types.ndarray(),
+                           gbg: ti.types.ndarray()):
+        """The reverse of _composite, written out: per pixel, the forward's transmittances,
+        then the layers back to front (a_k: what lies behind layer k, weighted as seen through
+        it: d out / d cover_k = T_k (g_k - a_k), no division by 1 - cover), each layer's
+        shading and ray-sphere geometry reversed into the inputs' gradients."""
+        for v, py, px in ti.ndrange(o.shape[0], o.shape[1], o.shape[2]):
+            ro, rd = self._p3(o, v, py, px), self._p3(d, v, py, px)
+            amb = ti.Vector([ambient[0], ambient[1], ambient[2]], self.dtype)
+            n_k = kept[v, py, px]
+            Ts = ti.Vector([0.0] * KMAX, self.dtype)
+            T, dep = ti.cast(1.0, self.dtype), ti.cast(0.0, self.dtype)
+            nor = ti.Vector([0.0, 0.0, 0.0], self.dtype)
+            for k in range(n_k):  # forward again: transmittances, depth and normal sums
+                cover, t, nrm, _x = self._layer(cam, v, ro, rd, c, r, lists[v, py, px, k])
+                Ts[k] = T
+                dep += cover * T * t
+                nor += cover * T * nrm
+                T *= 1 - cover
+            g_rgb = self._p3(g_out, v, py, px)
+            g_nor = ti.Vector([g_out[v, py, px, 4], g_out[v, py, px, 5], g_out[v, py, px, 6]], self.dtype)
+            g_dep, g_mask = g_out[v, py, px, 3], g_out[v, py, px, 7]
+            mask = 1 - T
+            g_D, g_N = g_dep, g_nor
+            if mask > 0:  # depth = D / mask, normal = N / mask
+                g_D, g_N = g_dep / mask, g_nor / mask
+                g_mask -= (g_dep * dep + g_nor.dot(nor)) / (mask * mask)
+            bgc = self._p3(bg, v, py, px)
+            for a in ti.static(range(3)):
+                gbg[v, py, px, a] = T * g_rgb[a]
+            acc = g_rgb.dot(bgc) - g_mask  # d out / d T_K: then what lies behind each layer
+            g_ro, g_rd = ti.Vector([0.0, 0.0, 0.0], self.dtype), ti.Vector([0.0, 0.0, 0.0], self.dtype)
+            for kk in range(n_k):
+                k = n_k - 1 - kk
+                i = lists[v, py, px, k]
+                ci, ri = self._v3(c, i), ti.cast(r[i], self.dtype)
+                cover, t, nrm, x = self._layer(cam, v, ro, rd, c, r, i)
+                wk = cover * Ts[k]
+                shade, g_alb, g_S, g_sh, g_x, g_n, g_rd_s = self._shade_reverse(
+                    v, py, px, k, i, x, nrm, rd, self._v3(mat, i), mat, lights, amb, vis, shadows, wk * g_rgb,
+                    glights, gamb)
+                g_w = g_rgb.dot(shade) + g_D * t + g_N.dot(nrm)
+                g_cover = Ts[k] * (g_w - acc)
+                acc = g_w * cover + (1 - cover) * acc
+                for a in ti.static(range(3)):
+                    ti.atomic_add(gmat[i, a], g_alb[a])
+                ti.atomic_add(gmat[i, 3], g_S)
+                ti.atomic_add(gmat[i, 4], g_sh)
+                g_t = wk * g_D
+                g_n += wk * g_N
+                g_ci, g_ri, g_ro_k, g_rd_k = self._layer_reverse(cam, v, ro, rd, ci, ri, g_cover, g_t, g_n, g_x)
+                g_ro += g_ro_k
+                g_rd += g_rd_k + g_rd_s
+                for a in ti.static(range(3)):
+                    ti.atomic_add(gc[i, a], g_ci[a])
+                ti.atomic_add(gr[i], g_ri)
+            for a in ti.static(range(3)):
+                go[v, py, px, a] = g_ro[a]
+                gd[v, py, px, a] = g_rd[a]
+
+    @ti.func
+    def _layer(self, cam: ti.template(), v, ro, rd, c: ti.template(), r: ti.template(), i):
+        """One sphere's coverage of the ray, its hit (or nearest rim) distance, normal and point."""
+        ci, ri = self._v3(c, i), ti.cast(r[i], self.dtype)
+        oc = ci - ro
+        tc = oc.dot(rd)
+        d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
+        dist = ti.cast(0.0, self.dtype)
+        if d2 > 0:
+            dist = ti.sqrt(d2)
+        cover = _smoothstep((ri - dist) / self._band(cam, v, tc))
+        t = tc
+        if ri * ri - d2 > 0:
+            t = tc - ti.sqrt(ri * ri - d2)
+        p = ro + t * rd - ci
+        n = p / ti.max(p.norm(), 1e-30)
+        return cover, t, n, ci + ri * n
+
+    @ti.func
+    def _layer_reverse(self, cam: ti.template(), v, ro, rd, ci, ri, g_cover, g_t, g_n, g_x):
+        """The reverse of _layer: gradients to the centre, radius, ray origin and direction."""
+        oc = ci - ro
+        tc = oc.dot(rd)
+        raw = oc.dot(oc) - tc * tc
+        d2 = ti.max(raw, 0.0)
+        dist = ti.cast(0.0, self.dtype)
+        if d2 > 0:
+            dist = ti.sqrt(d2)
+        w = self._band(cam, v, tc)
+        u = (ri - dist) / w
+        q = ri * ri - d2
+        t = tc
+        if q > 0:
+            t = tc - ti.sqrt(q)
+        p = ro + t * rd - ci
+        pn = p.norm()
+        n = p / ti.max(pn, 1e-30)
+        # x = ci + ri n
+        g_ci, g_ri = g_x, g_x.dot(n)
+        g_n2 = g_n + ri * g_x
+        g_p = ti.Vector([0.0, 0.0, 0.0], self.dtype)
+        if pn > 1e-30:
+            g_p = (g_n2 - n * n.dot(g_n2)) / pn
+        # p = ro + t rd - ci
+        g_ro, g_rd = g_p, t * g_p
+        g_t2 = g_t + g_p.dot(rd)
+        g_ci -= g_p
+        g_tc, g_d2 = g_t2, ti.cast(0.0, self.dtype)
+        if q > 0:  # t = tc - sqrt(ri^2 - d2)
+            g_q = -g_t2 / (2 * ti.sqrt(q))
+            g_ri += 2 * ri * g_q
+            g_d2 -= g_q
+        # cover = smoothstep((ri - dist) / w)
+        s = 0.5 * (u + 1)
+        if s > 0 and s < 1:
+            g_u = g_cover * 3 * s * (1 - s)  # d/du of s^2 (3 - 2 s) with ds/du = 1/2
+            g_ri += g_u / w
+            if d2 > 0:
+                g_d2 += -g_u / w / (2 * dist)
+            if cam[v, 16] <= 0:  # pinhole: w = band tc / fy
+                g_tc += -g_u * u / w * (cam[v, 18] / cam[v, 13])
+        g_oc = ti.Vector([0.0, 0.0, 0.0], self.dtype)
+        if raw > 0:  # d2 = oc.oc - tc^2
+            g_oc += 2 * oc * g_d2
+            g_tc += -2 * tc * g_d2
+        g_oc += g_tc * rd  # tc = oc . rd
+        g_rd += g_tc * oc
+        return g_ci + g_oc, g_ri, g_ro - g_oc, g_rd
+
+    @ti.func
+    def _shade_reverse(self, v, py, px, k, i, x, n, rd, albedo, mat: ti.template(), lights: ti.template(), amb,
+                       vis: ti.template(), shadows: ti.template(), g_s, glights: ti.template(), gamb: ti.template()):
+        """Blinn-Phong at x (the forward's shade) and, for the incoming gradient g_s, its
+        reverse: to albedo, specular, shininess, the point, the normal and the ray direction,
+        and into the lights' and the ambient's gradients."""
+        shade = albedo * amb
+        g_alb = g_s * amb
+        g_S, g_sh = ti.cast(0.0, self.dtype), ti.cast(0.0, self.dtype)
+        g_x, g_n, g_rd = ti.Vector([0.0] * 3, self.dtype), ti.Vector([0.0] * 3, self.dtype), ti.Vector([0.0] * 3, self.dtype)
+        for a in ti.static(range(3)):
+            ti.atomic_add(gamb[a], g_s[a] * albedo[a])
+        for l in range(lights.shape[0]):
+            P = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]], self.dtype)
+            col = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]], self.dtype)
+            vk = ti.cast(1.0, self.dtype)
+            if ti.static(shadows):
+                vk = ti.cast(vis[v, py, px, k, l], self.dtype)
+            point = lights[l, 0] > 1.5
+            Lraw = -P
+            if point:
+                Lraw = P - x
+            ln = Lraw.norm()
+            L = Lraw / ln
+            fall = ti.cast(1.0, self.dtype)
+            if point:
+                fall = 1 / (ln * ln)
+            cl = col * vk * fall  # the light's colour here
+            nl = n.dot(L)
+            lam = ti.max(nl, 0.0)
+            hl = L - rd
+            hn = hl.norm()
+            hv = hl / hn
+            nh = n.dot(hv)
+            spec = ti.cast(0.0, self.dtype)
+            pw = ti.cast(0.0, self.dtype)
+            if lam > 0 and nh > 0:
+                pw = nh ** mat[i, 4]
+                spec = mat[i, 3] * pw
+            term = albedo * lam + spec
+            shade += cl * term
+            # reverse
+            g_cl = g_s * term
+            g_alb += g_s * cl * lam
+            g_spec = g_s.dot(cl)
+            g_lam = (g_s * cl).dot(albedo)
+            g_L = ti.Vector([0.0] * 3, self.dtype)
+            if nl > 0:
+                g_n += g_lam * L
+                g_L += g_lam * n
+            if lam > 0 and nh > 0:
+                g_S += g_spec * pw
+                g_sh += g_spec * mat[i, 3] * pw * ti.log(nh)
+                g_nh = g_spec * mat[i, 3] * mat[i, 4] * pw / nh
+                g_n += g_nh * hv
+                g_hl = (g_nh * n - hv * hv.dot(g_nh * n)) / hn
+                g_L += g_hl
+                g_rd -= g_hl
+            g_Lraw = (g_L - L * L.dot(g_L)) / ln
+            g_col = g_cl * vk * fall
+            if point:
+                g_fall = g_cl.dot(col * vk)
+                g_Lraw += g_fall * (-2) / (ln * ln * ln * ln) * Lraw  # fall = 1 / |Lraw|^2
+                g_x -= g_Lraw
+            for a in ti.static(range(3)):
+                ti.atomic_add(glights[l, 1 + a], ti.select(point, g_Lraw[a], -g_Lraw[a]))
+                ti.atomic_add(glights[l, 4 + a], g_col[a])
+        return shade, g_alb, g_S, g_sh, g_x, g_n, g_rd
 
     # ------------------------------------------------------------ shadow grid
     def build_grid(self, centers, radii):
@@ -443,13 +658,14 @@ def _camera_table(camera, band):
                                                             ones * camera.height, ones * float(band)], -1)], -1)
 
 
-def _light_table(light, device, dtype):
+def _light_table(light, device, dtype, detach=True):
     """(kind, xyz, rgb) rows in blinn_phong's order: directional (1, direction, colour), point
-    (2, position, colour)."""
+    (2, position, colour); differentiable in the lights unless detach."""
     if light is None:
         return torch.zeros((0, 7), dtype=dtype, device=device)
-    rows = [torch.cat([torch.ones(1, dtype=dtype), l.detach().to(dtype)]) for l in light["directional"]]
-    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), l.detach().to(dtype)]) for l in light["point"]]
+    cut = (lambda l: l.detach()) if detach else (lambda l: l)
+    rows = [torch.cat([torch.ones(1, dtype=dtype), cut(l).to(dtype)]) for l in light["directional"]]
+    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), cut(l).to(dtype)]) for l in light["point"]]
     return (torch.stack(rows) if rows else torch.zeros((0, 7), dtype=dtype)).to(device)
 
 
@@ -483,12 +699,17 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     tracer = tracer or SphereTracer()
     rays = camera.rays()
     rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth, rays)
-    V, H, W = camera.V, camera.height, camera.width
     bg = torch.as_tensor(background, dtype=dt)
-    tensors = [centers, radii, colors, specular, shininess, bg, camera.eye, camera.target, *light.values()]
-    tensors += [a for a in (camera.fx, camera.fy, camera.cx, camera.cy) if a is not None]
-    if not (torch.is_grad_enabled() and any(a.requires_grad for a in tensors)):
-        return _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec)
+    if camera.fy is not None and camera.fy.requires_grad and torch.is_grad_enabled():
+        # the band's width follows fy: only the torch pass differentiates it
+        return _torch_pass(camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec)
+    return _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec)
+
+
+def _torch_pass(camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec):
+    """render()'s differentiable pass in plain torch over the visibility records (the
+    reference the fused kernel is tested against, and the path for gradients to fy)."""
+    V, H, W, dt = camera.V, camera.height, camera.width, camera.eye.dtype
     o, d = (a.reshape(-1, 3) for a in rays)
     ids = rec["ids"].reshape(V * H * W, -1)
     rows = (ids[:, 0] >= 0).nonzero()[:, 0]
@@ -534,27 +755,50 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
 
 
 def _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, light, bg, band, rec):
-    """render() without gradients: its differentiable pass as one Taichi kernel."""
+    """render()'s differentiable pass as one Taichi kernel forward and one reverse: gradients
+    reach the rays (hence the camera's pose), the spheres, their materials, the lights and
+    the background."""
     dt, dev = _torch_dtype(), centers.device
     V, H, W = camera.V, camera.height, camera.width
-    o, d = (a.detach().to(dev, dt).contiguous() for a in rays)
-    mat = torch.cat([colors, specular[:, None], shininess[:, None]], 1).detach().to(dev, dt).contiguous()
-    table = _light_table(light, dev, dt)
+    o, d = (a.to(dev, dt).contiguous() for a in rays)
+    mat = torch.cat([colors, specular[:, None], shininess[:, None]], 1).to(dev, dt).contiguous()
+    table = _light_table(light, dev, dt, detach=False)
     shadows = "vis" in rec
     vis = rec["vis"].int().contiguous() if shadows else torch.zeros((1, 1, 1, 1, 1), dtype=torch.int32, device=dev)
-    if len(table) == 0:
-        table = torch.zeros((1, 7), dtype=dt, device=dev)
-        table[0, 0] = 1.0  # a black directional light keeps the kernel's loop well formed
-        table[0, 2] = -1.0
-    ambient = light["ambient"].detach().to(dev, dt).sum(0) if len(light["ambient"]) else torch.zeros(3, dtype=dt)
-    bg = bg.detach().to(dev, dt)
+    if len(table) == 0:  # a black directional light keeps the kernel's loop well formed
+        table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=dt, device=dev)
+    ambient = light["ambient"].to(dev, dt).sum(0) if len(light["ambient"]) else torch.zeros(3, dtype=dt, device=dev)
+    bg = bg.to(dev, dt)
     bg = (bg.reshape(1, 1, 1, 3) if bg.ndim <= 1 else bg.reshape(V, H, W, 3)).expand(V, H, W, 3).contiguous()
-    out = torch.empty((V, H, W, 8), dtype=dt, device=dev)
-    tracer._composite(_camera_table(camera, band).to(dev, dt), o, d, centers.detach().to(dev, dt).contiguous(),
-                      radii.detach().to(dev, dt).contiguous(), mat, rec["ids"].int().contiguous(),
-                      rec["kept"].int().contiguous(), vis, table, ambient.to(dev).contiguous(), bg, shadows, out)
-    out = out.to(camera.eye.dtype)
+    fixed = (_camera_table(camera, band).to(dev, dt), rec["ids"].int().contiguous(), rec["kept"].int().contiguous(),
+             vis, shadows)
+    out = _Composite.apply(tracer, fixed, o, d, centers.to(dev, dt).contiguous(), radii.to(dev, dt).contiguous(), mat,
+                           table, ambient.contiguous(), bg).to(camera.eye.dtype)
     return dict(rgb=out[..., :3], depth=out[..., 3], normal=out[..., 4:7], mask=out[..., 7])
+
+
+class _Composite(torch.autograd.Function):
+    """The fused pass as a torch op: forward SphereTracer._composite, backward its reverse
+    SphereTracer._composite_reverse (written out, no tape)."""
+
+    @staticmethod
+    def forward(ctx, tracer, fixed, *inputs):
+        cam, ids, kept, vis, shadows = fixed
+        V, H, W = ids.shape[:3]
+        out = torch.empty((V, H, W, 8), dtype=inputs[0].dtype, device=inputs[0].device)
+        a = [x.detach() for x in inputs]  # (Taichi would look for the .grad of a tensor that requires one)
+        tracer._composite(cam, *a[:5], ids, kept, vis, *a[5:], shadows, out)
+        ctx.tracer, ctx.fixed = tracer, fixed
+        ctx.save_for_backward(*inputs)
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out):
+        cam, ids, kept, vis, shadows = ctx.fixed
+        inputs = [a.detach() for a in ctx.saved_tensors]
+        grads = [torch.zeros_like(a) for a in inputs]
+        ctx.tracer._composite_reverse(cam, *inputs[:5], ids, kept, vis, *inputs[5:], shadows, g_out.contiguous(), *grads)
+        return (None, None, *grads)
 
 
 def _per_sphere(a, M, shape, name, dtype):

@@ -62,19 +62,27 @@ def _scene():
                                                                                dtype=torch.float64))
 
 
-@pytest.mark.parametrize("wrt", ["centers", "radii", "colors", "eye"])
+@pytest.mark.parametrize("wrt", ["centers", "radii", "colors", "specular", "shininess", "eye", "fov", "ambient",
+                                 "directional", "point", "background"])
 def test_gradcheck_each_input(tracer, wrt):
+    """Each input alone, through the fused kernel and its written-out reverse (fov: through
+    the torch pass, which the band's width in pixels makes depend on fy)."""
     cen, rad, col = _scene()
-    eye = torch.tensor([0.1, 0.2, 3.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    args = dict(centers=cen, radii=rad, colors=col, specular=torch.tensor([0.3, 0.6], dtype=torch.float64),
+                shininess=torch.tensor([8.0, 5.0], dtype=torch.float64), eye=torch.tensor([0.1, 0.2, 3.0], dtype=torch.float64),
+                fov=torch.tensor(35.0, dtype=torch.float64), background=torch.rand(1, 7, 9, 3, generator=g, dtype=torch.float64),
+                **LIGHT)
 
     def f(x):
-        args = dict(centers=cen, radii=rad, colors=col, eye=eye)
-        args[wrt] = x
-        cam = Camera(args["eye"], [0.0, 0.0, 0.0], 9, 7, fov=35)
-        out = rt.render(cam, args["centers"], args["radii"], args["colors"], LIGHT, specular=0.3, band=1.5,
-                        tracer=tracer)
-        return out["rgb"]
-    x = dict(centers=cen, radii=rad, colors=col, eye=eye)[wrt].clone().requires_grad_(True)
+        a = {**args, wrt: x}
+        cam = Camera(a["eye"], [0.0, 0.0, 0.0], 9, 7, fov=a["fov"])
+        light = {k: a[k] for k in LIGHT}
+        out = rt.render(cam, a["centers"], a["radii"], a["colors"], light, specular=a["specular"],
+                        shininess=a["shininess"], band=1.5, background=a["background"], tracer=tracer)
+        return torch.cat([out["rgb"].reshape(-1), out["depth"].reshape(-1), out["normal"].reshape(-1),
+                          out["mask"].reshape(-1)])
+    x = args[wrt].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
@@ -94,9 +102,9 @@ def test_silhouette_alone_pulls_toward_the_target(tracer):
 
 @pytest.mark.parametrize("ortho", [None, 3.0])
 def test_the_fused_forward_equals_the_differentiable_pass(tracer, ortho):
-    """Without gradients render() runs one Taichi kernel; with them, the torch pass. Same
-    image, depth, normal and mask: overlapping soft rims, shadows, three kinds of light, a
-    background image with its depth, per-sphere materials."""
+    """render() runs its differentiable pass as one Taichi kernel; the plain torch pass (kept
+    for gradients to fy) gives the same image, depth, normal and mask: overlapping soft rims,
+    shadows, three kinds of light, a background image with its depth, per-sphere materials."""
     g = torch.Generator().manual_seed(3)
     M = 40
     c = (torch.rand(M, 3, generator=g, dtype=torch.float64) - 0.5) * 1.6
@@ -108,7 +116,8 @@ def test_the_fused_forward_equals_the_differentiable_pass(tracer, ortho):
     bg_depth = torch.where(torch.rand(1, 30, 40, generator=g) < 0.5, 3.4, 0.0).to(torch.float64)
     kw = dict(specular=spec, shininess=shin, background=bg, background_depth=bg_depth, tracer=tracer)
     fused = rt.render(cam, c, r, col, LIGHT, **kw)
-    torch_pass = rt.render(cam, c.clone().requires_grad_(), r, col, LIGHT, **kw)
+    rec = tracer.visibility(cam, c, r, 0.5, LIGHT, bg_depth)
+    torch_pass = rt._torch_pass(cam, cam.rays(), c, r, col, spec, shin, LIGHT, bg, 0.5, rec)
     assert 0.1 < float(fused["mask"].mean()) < 0.9 and ((fused["mask"] > 0) & (fused["mask"] < 1)).any()
     for k in ("rgb", "depth", "normal", "mask"):
         assert torch.allclose(fused[k], torch_pass[k].detach(), rtol=1e-9, atol=1e-12), k
