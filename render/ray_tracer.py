@@ -12,7 +12,9 @@ Two passes, as Pulsar does:
      full cover and casts the shadow rays;
    - shadow rays traverse a uniform world grid built on the device each frame (counting
      sort: count, cumsum, fill) with a 3D DDA, any-hit, skipping the sphere they start on.
-2. a differentiable pass in torch over those records (K nearest spheres per pixel):
+2. a differentiable pass over those records (K nearest spheres per pixel), one Taichi kernel
+   forward and one written-out reverse (a torch autograd Function; a plain torch version of
+   the same pass serves gradients to the focal length fy, and the tests as a reference):
    - coverage c = smoothstep((r - d) / w) of the ray's distance d to a centre, w = `band`
      pixels' width at the sphere's depth: 1 inside, 0 outside, smooth across the rim, so
      silhouettes carry gradients to centres and radii;

@@ -12,7 +12,7 @@ Two passes, as Pulsar and nvdiffrast do:
      (1 at the silhouette, fading outside it): the silhouette's gradient; x* moves with the
      scene by implicit differentiation of df/dt(x*(t)) = 0 (its curvature held fixed);
    - Lambert + Blinn-Phong shading (render/shading.py) at the surface point.
-Objects are any sims/sdf.py shape (primitives, smooth CSG) with a pose (position +
+Objects are any sims/sdf.py shape (primitives, smooth CSG, a trimesh mesh's grid SDF) with a pose (position +
 quaternion) and a uniform scale, both differentiable, and a material (albedo, specular,
 shininess). Not differentiated: which object a ray sees, and shadows (none yet).
 """
