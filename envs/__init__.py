@@ -1,9 +1,10 @@
 """Gymnasium environments with three faces: gymnasium.make, gymnasium.make_vec, make_diff."""
-import gymnasium as gym
+from .. import sims  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
 
-from .diff_env import DiffEnv
-from .fluid import FluidTransportTask
-from .fluid import FluidTransportTask
+import gymnasium as gym  # noqa: E402
+
+from .diff_env import DiffEnv  # noqa: E402
+from .fluid import FluidTransportTask  # noqa: E402
 from .gym_env import GymEnv, VecEnv
 from .rope import RopeShapeTask
 from .shaping import ShapingTask

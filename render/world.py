@@ -16,9 +16,10 @@ from ..sims import sdf
 from ..sims.colliders import POSE_KEYS
 from .camera import Camera
 from .ray_tracer import SphereTracer, render as render_spheres
-from .shading import blinn_phong, lights
+from .shading import lights
 from .sphere_tracer import SDFScene, render as render_sdf
 
+# the worlds' lights: ambient and directional only (the ground's shading relies on it)
 LIGHT_2D = [{"kind": "ambient", "color": [0.35, 0.35, 0.35]},
             {"kind": "directional", "direction": [-0.3, -0.5, -1.0], "color": [0.75, 0.75, 0.75]}]
 LIGHT_3D = [{"kind": "ambient", "color": [0.3, 0.3, 0.32]},
@@ -110,36 +111,41 @@ class WorldRenderer:
         return (rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
     def _ground(self, camera, c, r, scale):
-        """Sky and ground: rgb (1, H, W, 3) and depth (1, H, W; 0 for the open sky)."""
+        """Sky and ground: rgb (1, H, W, 3) and depth (1, H, W; 0 for the open sky). The ground
+        is flat and lit by directional lights (and ambient): Lambert is one factor a light,
+        times the spheres' shadows in 3D."""
         o, d = (a.reshape(-1, 3) for a in camera.rays())
         rgb = torch.tensor(SKY, dtype=o.dtype).expand(len(o), 3).clone()
         depth = torch.zeros(len(o), dtype=o.dtype)
         for lo, hi, color in self.regions:
             inside = ((o[:, :2] >= torch.as_tensor(lo, dtype=o.dtype)) & (o[:, :2] <= torch.as_tensor(hi, dtype=o.dtype))).all(1)
             rgb[inside] = torch.as_tensor(color, dtype=o.dtype)
-        if self.ground is not None:
-            cell = self.cell or 0.1 * scale
-            if self.dim == 2:  # edge-on: the ground fills y < ground, far behind the world's plane
-                below = o[:, 1] < self.ground
-                x = o[below]
-                t = torch.full((int(below.sum()),), float((camera.eye - camera.target).norm()) * 2, dtype=o.dtype)
-                n = torch.tensor([0.0, 0.0, 1.0], dtype=o.dtype).expand(len(x), 3)
-            else:
-                t_all = (self.ground - o[:, 1]) / torch.where(d[:, 1] < 0, d[:, 1], -torch.ones_like(d[:, 1]))
-                below = (d[:, 1] < 0) & (t_all > 0)
-                t = t_all[below]
-                x = o[below] + t[:, None] * d[below]
-                n = torch.tensor([0.0, 1.0, 0.0], dtype=o.dtype).expand(len(x), 3)
-            check = ((torch.floor(x[:, 0] / cell) + torch.floor(x[:, 2 if self.dim == 3 else 1] / cell)) % 2).long()
-            albedo = torch.as_tensor(np.stack(GROUND), dtype=o.dtype)[check]
-            vis = None
-            if self.dim == 3 and len(c):
-                vis = self.tracer.visible(x, self.light, c, r).to(o.dtype)
-            zeros = torch.zeros(len(x), dtype=o.dtype)
-            rgb[below] = blinn_phong(x, n, d[below], albedo, zeros, zeros + 1, self.light, vis)
-            depth[below] = t
-        H, W = camera.height, camera.width
-        return rgb.reshape(1, H, W, 3), depth.reshape(1, H, W)
+        if self.ground is None:
+            return rgb.reshape(1, camera.height, camera.width, 3), depth.reshape(1, camera.height, camera.width)
+        if self.dim == 2:  # edge-on: the ground fills y < ground, far behind the world's plane
+            below = o[:, 1] < self.ground
+            x = o[below]
+            t = torch.full((len(x),), 2 * float((camera.eye - camera.target).norm()), dtype=o.dtype)
+            up, across = torch.tensor([0.0, 0.0, 1.0], dtype=o.dtype), 1
+        else:
+            t_all = (self.ground - o[:, 1]) / torch.where(d[:, 1] < 0, d[:, 1], -torch.ones_like(d[:, 1]))
+            below = (d[:, 1] < 0) & (t_all > 0)
+            t = t_all[below]
+            x = o[below] + t[:, None] * d[below]
+            up, across = torch.tensor([0.0, 1.0, 0.0], dtype=o.dtype), 2
+        cell = self.cell or 0.1 * scale
+        odd = ((torch.floor(x[:, 0] / cell) + torch.floor(x[:, across] / cell)) % 2)[:, None]
+        g0, g1 = (torch.as_tensor(a, dtype=o.dtype) for a in GROUND)
+        albedo = g0 + odd * (g1 - g0)
+        dirs = self.light["directional"].to(o.dtype)
+        lam = (-(dirs[:, :3] @ up) / dirs[:, :3].norm(dim=-1)).clamp(min=0)  # (L,)
+        lit = lam[None].expand(len(x), -1)
+        if self.dim == 3 and len(c) and len(dirs):
+            lit = lit * self.tracer.visible(x, self.light, c, r).to(o.dtype)
+        ambient = self.light["ambient"].to(o.dtype).sum(0)
+        rgb[below] = albedo * (ambient + lit @ dirs[:, 3:])
+        depth[below] = t
+        return rgb.reshape(1, camera.height, camera.width, 3), depth.reshape(1, camera.height, camera.width)
 
     def _tools(self, camera, poses, rgb, depth):
         """The tools over rgb/depth, where they are in front."""

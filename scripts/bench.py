@@ -1,9 +1,16 @@
 """Benchmarks of the mass-spring walker (walker_a): throughput, forward vs backward time,
 peak memory (checkpointed vs store-all), gradient error, and DiffTaichi's mass_spring
 problem side by side; then MLS-MPM (`--mpm`, on by default): particle-substeps/s in 2D and
-3D with compile times, peak memory against horizon, and DiffTaichi's diffmpm side by side.
+3D with compile times, peak memory against horizon, and DiffTaichi's diffmpm side by side;
+then the renderers (`--render`, on by default; scripts/bench_render.py): spheres, a mesh, the
+environments' frames and the SDF tracer's memory at 256x256 in f32, with Mitsuba 3 on the same
+scenes when it is installed (under "render" in the JSON).
 
-    python scripts/bench.py [--quick] [--no-mpm] [--cold-3d] [--out outputs/bench.json] [--arch cpu]
+    python scripts/bench.py [--quick] [--no-mass-spring] [--no-mpm] [--no-render] [--cold-3d]
+                            [--out outputs/bench.json] [--arch cpu]
+
+--no-mass-spring leaves out the mass-spring sections (1-4), so that e.g.
+`--no-mass-spring --no-mpm` runs the render section alone.
 
 Writes JSON to --out and the printed plain-text table next to it (same name, .md).
 Taichi starts once per process, so the runs that need float64 or a clean memory figure
@@ -29,6 +36,7 @@ import taichi as ti
 import yaml
 from tqdm import tqdm
 
+import bench_render  # scripts/ is on sys.path when this file runs as a script
 from diffsuite.sims import adjoint, designs, gradcheck, init, sampling
 from diffsuite.sims.mass_spring import MassSpring
 from diffsuite.sims.mpm import MPM
@@ -388,13 +396,24 @@ def run_child(name, arch, env=None, **kw):
 
 # ------------------------------------------------------------------ report
 def table(r):
-    d, m, g, ref = r["design"], r["memory"], r["gradient_error"], r["reference"]
+    d = r.get("design")
+    robot = f"{d['name']} ({d['masses']} masses, {d['springs']} springs), " if d else ""
+    lines = [f"diffsuite bench: {robot}arch={r['arch']}, taichi {r['taichi']}, {r['cpu_count']} cores"
+             f"{' (QUICK sizes)' if r['quick'] else ''}"]
+    if "throughput" in r:
+        lines += [""] + mass_spring_table(r)
+    if "mpm" in r:
+        lines += [""] + mpm_table(r["mpm"])
+    if "render" in r:
+        lines += [""] + bench_render.table(r["render"])
+    return "\n".join(lines)
+
+
+def mass_spring_table(r):
+    m, g, ref = r["memory"], r["gradient_error"], r["reference"]
     ck, sa = m["checkpointed"], m["store_all"]
     t0 = r["throughput"][0]
     lines = [
-        f"diffsuite bench: {d['name']} ({d['masses']} masses, {d['springs']} springs), arch={r['arch']}, "
-        f"taichi {r['taichi']}, {r['cpu_count']} cores{' (QUICK sizes)' if r['quick'] else ''}",
-        "",
         f"1. Forward throughput (f32, T={t0['T']} substeps, warm, median of {r['repeats']}; "
         f"K={t0['K']} = checkpointed default, K={t0['T']} = store-all)",
         f"  {'B':>4} {'K':>5} {'fwd s':>9} {'substeps/s':>12} {'world-substeps/s':>17} {'bwd s':>9} {'bwd/fwd':>8}",
@@ -433,9 +452,7 @@ def table(r):
     ]
     lines += textwrap.wrap("Note: " + dt["note"] + " Peak RSS is the whole process (Python, Taichi, compiled "
                            "kernels), as in the reference.", 100, initial_indent="  ", subsequent_indent="  ")
-    if "mpm" in r:
-        lines += [""] + mpm_table(r["mpm"])
-    return "\n".join(lines)
+    return lines
 
 
 def mpm_table(m):
@@ -501,9 +518,12 @@ def mpm_table(m):
     return lines
 
 
-def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False):
-    steps = tqdm(total=2 * len(sizes["throughput_B"]) + 5 + (mpm_steps(mpm_sizes) if mpm_sizes else 0),
-                 desc="bench", disable=None)
+def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False, mass_spring=True, render=False):
+    """sizes: the mass-spring sizes (FULL or QUICK), run unless mass_spring is False;
+    mpm_sizes: MPM_FULL or MPM_QUICK, or None for no MPM; render: the render section."""
+    total = ((2 * len(sizes["throughput_B"]) + 5 if mass_spring else 0) + (mpm_steps(mpm_sizes) if mpm_sizes else 0)
+             + (bench_render.steps(quick) if render else 0))
+    steps = tqdm(total=total, desc="bench", disable=None)
 
     def step(label, fn, *a, **kw):
         steps.set_postfix_str(label)
@@ -511,9 +531,21 @@ def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False):
         steps.update()
         return out
 
+    r = dict(arch=arch, quick=quick, taichi=".".join(map(str, ti.__version__)), cpu_count=os.cpu_count(),
+             python=platform.python_version())
+    if mass_spring:
+        r.update(run_mass_spring(arch, sizes, step))
+    if mpm_sizes:
+        r["mpm"] = run_mpm(arch, mpm_sizes, step, cold_3d)
+    if render:
+        r["render"] = bench_render.run(arch, quick, step)
+    steps.close()
+    return r
+
+
+def run_mass_spring(arch, sizes, step):
     design = walker()
-    r = dict(arch=arch, quick=quick, taichi=".".join(map(str, ti.__version__)), cpu_count=os.cpu_count(), python=platform.python_version(),
-             repeats=sizes["repeats"], design=dict(name="walker_a", masses=len(design.positions),
+    r = dict(repeats=sizes["repeats"], design=dict(name="walker_a", masses=len(design.positions),
                                                    springs=len(design.springs), actuators=design.n_actuators))
     T = sizes["throughput_T"]
     r["throughput"] = [step(f"throughput B={B} K={K}", throughput, arch, T, B, K, sizes["repeats"])
@@ -532,9 +564,6 @@ def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False):
                           K=adjoint.default_segment(T), repeats=n),
         store_all=step("reference store-all", run_child, "reference", arch, T=T, K=T, repeats=n),
         difftaichi=DIFFTAICHI)
-    if mpm_sizes:
-        r["mpm"] = run_mpm(arch, mpm_sizes, step, cold_3d)
-    steps.close()
     return r
 
 
@@ -545,6 +574,11 @@ def main(argv=None):
     p.add_argument("--arch", default=os.environ.get("DIFFSUITE_ARCH", "cpu"), help="cpu or cuda (default cpu)")
     p.add_argument("--mpm", action=argparse.BooleanOptionalAction, default=True,
                    help="also benchmark MLS-MPM (default on; --quick: 2D only)")
+    p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
+                   help="also benchmark the renderers, and Mitsuba 3 if installed (default on; --quick: tiny "
+                        "sizes, no Mitsuba)")
+    p.add_argument("--mass-spring", action=argparse.BooleanOptionalAction, default=True,
+                   help="benchmark the mass-spring walker (default on; --no-mass-spring --no-mpm: render only)")
     p.add_argument("--cold-3d", action="store_true",
                    help="time the 3D MPM compile with an empty Taichi offline cache (adds several minutes)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -555,7 +589,8 @@ def main(argv=None):
         return
     t0 = time.perf_counter()
     mpm_sizes = (MPM_QUICK if args.quick else MPM_FULL) if args.mpm else None
-    result = run_all(args.arch, QUICK if args.quick else FULL, args.quick, mpm_sizes, args.cold_3d)
+    result = run_all(args.arch, QUICK if args.quick else FULL, args.quick, mpm_sizes, args.cold_3d,
+                     mass_spring=args.mass_spring, render=args.render)
     result["wall_s"] = time.perf_counter() - t0
     text = table(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

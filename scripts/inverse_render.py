@@ -16,12 +16,12 @@ import os
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from diffsuite.envs import config  # noqa: E402
+from diffsuite.envs import config  # noqa: E402  (diffsuite before torch: see sims/__init__.py)
 from diffsuite.render import inverse  # noqa: E402
 from diffsuite.render.io import write_mp4, write_png  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def run(cfg_path, out=None, iterations=None, progress=True):

@@ -2,7 +2,12 @@
 import ctypes.util
 import os
 
-import taichi as ti
+# torch's OpenMP threads spin while idle and take the cores Taichi's kernels need (renders ran
+# up to 10x slower on 2 cores): let them sleep, unless the user chose. This holds only if it
+# runs before torch loads, so envs/ and render/ import this package first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import taichi as ti  # noqa: E402
 
 _ARCHS = {"cpu": "cpu", "cuda": "cuda", "vulkan": "vulkan", "metal": "metal", "gpu": "gpu"}
 _FPS = {"f32": ti.f32, "f64": ti.f64}

@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("DIFFSUITE_ARCH", "cpu")
 os.environ.setdefault("DIFFSUITE_FP", "f64")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see sims/__init__.py
 # pytest-xdist workers each get their own Taichi offline cache (beside the usual one):
 # two processes compiling into one cache can collide
 if os.environ.get("PYTEST_XDIST_WORKER"):

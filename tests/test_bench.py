@@ -1,5 +1,5 @@
 """scripts/bench.py --quick runs end to end and writes sane JSON (numbers only, no timing asserts),
-mass-spring and MPM sections both."""
+mass-spring, MPM and render sections all. Needs no Mitsuba: quick mode skips its rows."""
 import json
 import math
 import os
@@ -78,3 +78,41 @@ def test_bench_quick_writes_json_and_table(tmp_path):
     for run in ("checkpointed", "store_all"):
         for key in ("s_per_iter", "peak_rss_mb", "fields_plus_checkpoints_mb"):
             assert _positive(ref[run][key]), (run, key)
+
+    # render (--render is on by default; --quick: tiny sizes, Mitsuba skipped)
+    assert "Mitsuba" in (tmp_path / "b.md").read_text()
+    rd = r["render"]
+    assert rd["fp"] == "f32" and rd["quick"] is True and len(rd["size"]) == 2
+    assert len(rd["spheres"]) >= 1
+    for s in rd["spheres"]:
+        for key in ("first_s", "forward_s", "rays_per_s", "fwd_bwd_first_s", "fwd_bwd_s", "grad_forward_s",
+                    "backward_over_forward", "radius"):
+            assert _positive(s[key]), (key, s)
+        for key in ("forward_rss_mb", "fwd_bwd_rss_mb", "backward_s"):
+            assert math.isfinite(s[key]) and s[key] >= 0, (key, s)
+        assert s["M"] > 0 and s["pixels"] == rd["size"][0] * rd["size"][1]
+    me = rd["mesh"]
+    assert me["triangles"] == 2 * (me["grid"] - 1) ** 2 and me["vertices"] == me["grid"] ** 2
+    for key in ("first_s", "forward_s", "rays_per_s", "fwd_bwd_first_s", "fwd_bwd_s", "grad_forward_s"):
+        assert _positive(me[key]), (key, me)
+    for key in ("forward_rss_mb", "fwd_bwd_rss_mb", "backward_s"):
+        assert math.isfinite(me[key]) and me[key] >= 0, (key, me)
+    assert sorted(w["dim"] for w in rd["world"]) == [2, 3]
+    for w in rd["world"]:
+        for key in ("first_s", "frame_s", "frames_per_s", "target_s"):
+            assert _positive(w[key]), (key, w)
+        assert w["particles"] > 0 and isinstance(w["within_target"], bool) and w["rss_mb"] >= 0
+    sd = rd["sdf_memory"]
+    assert len(sd) >= 2 and len({s["march_steps"] for s in sd}) == len(sd)
+    for s in sd:
+        assert _positive(s["first_s"]) and _positive(s["fwd_bwd_s"]), s
+        assert math.isfinite(s["rss_mb"]) and s["rss_mb"] >= 0, s
+
+    mi = rd["mitsuba"]
+    assert isinstance(mi["status"], str) and mi["reference"]["spheres"][0]["forward_s"] > 0
+    for row in (mi["spheres"] if isinstance(mi["spheres"], list) else [mi["spheres"]]) + [mi["mesh"]]:
+        if isinstance(row, dict) and "result" not in row:  # measured: numbers
+            for key in ("first_s", "forward_s", "rays_per_s"):
+                assert _positive(row[key]), (key, row)
+        else:  # "skipped (quick)", "not installed", a failure
+            assert isinstance(row if isinstance(row, str) else row["result"], str), row
