@@ -41,7 +41,7 @@ import torch
 
 from ..sims import float_dtype, init
 from .camera import Camera
-from .shading import KINDS, blinn_phong
+from .shading import KINDS, blinn_phong, light_term
 
 SENTINEL = 2 ** 63 - 1  # the key of a pixel that sees nothing: larger than any hit's
 WALK = 32  # at most this many faces walked along a pixel segment to the silhouette
@@ -313,6 +313,56 @@ class MeshScene:
                             flag = 0
                 edge[r, a, 0], edge[r, a, 1], edge[r, a, 2] = flag, i, j
 
+    @ti.kernel
+    def _shade(self, faces: ti.template(), verts: ti.types.ndarray(), cols: ti.types.ndarray(),
+               vn: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(), tri: ti.types.ndarray(),
+               lights: ti.types.ndarray(), amb: ti.types.ndarray(), mat: ti.types.ndarray(),
+               bg: ti.types.ndarray(), smooth: ti.template(), out: ti.types.ndarray()):
+        """render_mesh's differentiable pass, forward only, as one kernel (no gradient asked):
+        per pixel, the seen triangle's Moller-Trumbore distance and barycentrics, the
+        interpolated colour, the flat or smooth normal toward the camera, Blinn-Phong;
+        out: rgb, depth, normal, mask before antialiasing."""
+        for p in range(tri.shape[0]):
+            f = tri[p]
+            rgb = ti.Vector([bg[0], bg[1], bg[2]], self.dtype)
+            n = ti.Vector([0.0, 0.0, 0.0], self.dtype)
+            t, m = ti.cast(0.0, self.dtype), ti.cast(0.0, self.dtype)
+            if f >= 0:
+                ids = faces[f]
+                A = ti.Vector([verts[ids[0], 0], verts[ids[0], 1], verts[ids[0], 2]], self.dtype)
+                e1 = ti.Vector([verts[ids[1], 0], verts[ids[1], 1], verts[ids[1], 2]], self.dtype) - A
+                e2 = ti.Vector([verts[ids[2], 0], verts[ids[2], 1], verts[ids[2], 2]], self.dtype) - A
+                ro = ti.Vector([o[p, 0], o[p, 1], o[p, 2]], self.dtype)
+                rd = ti.Vector([d[p, 0], d[p, 1], d[p, 2]], self.dtype)
+                pv = rd.cross(e2)
+                inv = 1 / e1.dot(pv)
+                sv = ro - A
+                q = sv.cross(e1)
+                t, u, w = e2.dot(q) * inv, sv.dot(pv) * inv, rd.dot(q) * inv
+                c0 = ti.Vector([cols[ids[0], 0], cols[ids[0], 1], cols[ids[0], 2]], self.dtype)
+                c1 = ti.Vector([cols[ids[1], 0], cols[ids[1], 1], cols[ids[1], 2]], self.dtype)
+                c2 = ti.Vector([cols[ids[2], 0], cols[ids[2], 1], cols[ids[2], 2]], self.dtype)
+                albedo = c0 + u * (c1 - c0) + w * (c2 - c0)
+                nf = e1.cross(e2)
+                facing = -1.0 if nf.dot(rd) > 0 else 1.0
+                n = nf
+                if ti.static(smooth):
+                    n0 = ti.Vector([vn[ids[0], 0], vn[ids[0], 1], vn[ids[0], 2]], self.dtype)
+                    n1 = ti.Vector([vn[ids[1], 0], vn[ids[1], 1], vn[ids[1], 2]], self.dtype)
+                    n2 = ti.Vector([vn[ids[2], 0], vn[ids[2], 1], vn[ids[2], 2]], self.dtype)
+                    n = n0 + u * (n1 - n0) + w * (n2 - n0)
+                n = n * (facing / n.norm())
+                x = ro + t * rd
+                rgb = albedo * ti.Vector([amb[0], amb[1], amb[2]], self.dtype)
+                for l in range(lights.shape[0]):
+                    rgb += light_term(x, n, rd, albedo, mat[0], mat[1], lights, l)
+                m = 1.0
+            for a in ti.static(range(3)):
+                out[p, a] = rgb[a]
+                out[p, 4 + a] = n[a]
+            out[p, 3] = t
+            out[p, 7] = m
+
     def visibility(self, camera, vertices, faces, px, z, antialias=True):
         """Per-pixel triangle ids (V*H*W,) int32 (-1: background) and antialiasing marks
         (V*H*W, 2, 3) int32 (see the kernel) of camera's views of the mesh; px, z from
@@ -472,6 +522,11 @@ def render_mesh(camera, vertices, faces, colors, light, specular=0.0, shininess=
         px, z = camera.project(vertices.detach()[None])
         tri, edge = scene.visibility(camera, vertices, faces, px, z, antialias)
     o, d = (x.reshape(-1, 3) for x in camera.rays())
+    tensors = [vertices, colors, specular, shininess, bg, camera.eye, camera.target, *light.values()]
+    tensors += [a for a in (camera.fx, camera.fy, camera.cx, camera.cy) if a is not None]
+    if not (torch.is_grad_enabled() and any(a.requires_grad for a in tensors)):
+        return _fused(scene, camera, vertices, faces, colors, light, specular, shininess, bg, antialias, smooth,
+                      o, d, tri, edge)
     idx = (tri >= 0).nonzero().squeeze(1)
     fi = faces[tri[idx].long()]
     o, d = o[idx], d[idx]
@@ -491,4 +546,33 @@ def render_mesh(camera, vertices, faces, colors, light, specular=0.0, shininess=
     zeros = torch.zeros(P, dtype=d.dtype)
     return dict(rgb=rgb.reshape(V, H, W, 3), depth=zeros.index_put((idx,), t).reshape(V, H, W),
                 normal=torch.zeros(P, 3, dtype=d.dtype).index_put((idx,), n).reshape(V, H, W, 3),
+                mask=mask.reshape(V, H, W), tri=tri.long().reshape(V, H, W))
+
+
+def _fused(scene, camera, vertices, faces, colors, light, specular, shininess, bg, antialias, smooth, o, d, tri,
+           edge):
+    """render_mesh without gradients: its shading pass as one Taichi kernel (the same values)."""
+    from .ray_tracer import _light_table
+    ft = torch.float64 if scene.dtype == ti.f64 else torch.float32
+    V, H, W, P = camera.V, camera.height, camera.width, len(tri)
+    conv = lambda a: a.detach().to(ft).contiguous()
+    vn = torch.zeros(1, 3, dtype=ft)
+    if smooth:  # area-weighted vertex normals, as _normals
+        T = vertices[faces]
+        area_n = torch.linalg.cross(T[:, 1] - T[:, 0], T[:, 2] - T[:, 0])
+        vn = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), area_n.repeat_interleave(3, 0))
+        vn = conv(vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-30))
+    table = _light_table(light, o.device, ft)
+    if len(table) == 0:  # a black directional light keeps the kernel's loop well formed
+        table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=ft)
+    amb = light["ambient"].sum(0) if len(light["ambient"]) else torch.zeros(3)
+    out = torch.empty(P, 8, dtype=ft)
+    scene._shade(scene.faces, conv(vertices), conv(colors), vn, conv(o), conv(d), tri.contiguous(), table, conv(amb),
+                 conv(torch.stack([specular, shininess])), conv(bg), bool(smooth), out)
+    out = out.to(o.dtype)
+    rgb, mask = out[:, :3], out[:, 7:8]
+    if antialias:
+        rgb, mask = _antialias(camera, vertices.detach(), edge, [rgb, mask])
+        mask = mask.clamp(0, 1)
+    return dict(rgb=rgb.reshape(V, H, W, 3), depth=out[:, 3].reshape(V, H, W), normal=out[:, 4:7].reshape(V, H, W, 3),
                 mask=mask.reshape(V, H, W), tri=tri.long().reshape(V, H, W))

@@ -29,7 +29,7 @@ import taichi as ti
 import torch
 
 from ..sims import float_dtype, init
-from .shading import blinn_phong
+from .shading import blinn_phong, light_term
 
 KMAX = 16  # candidates a pixel can list: beyond that the farthest partial covers are lost
 
@@ -118,36 +118,39 @@ class SphereTracer:
             ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
             ri = ti.cast(r[i], self.dtype)
             x0, x1, y0, y1 = self._footprint(cam, v, ci, ri, H, W)
-            for py, px in ti.ndrange((y0, y1), (x0, x1)):
-                ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
-                rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
-                oc = ci - ro
-                tc = oc.dot(rd)
-                if tc > 0 and tc - ri < front[v, py, px]:  # not behind what covers the pixel already
-                    w = self._band(cam, v, tc)
-                    d2 = oc.dot(oc) - tc * tc
-                    if ti.static(not second):  # full cover: distance <= r - w
-                        if ri > w and d2 <= (ri - w) * (ri - w):
-                            t = tc - ti.sqrt(ri * ri - d2)
-                            if t > 0:
-                                ti.atomic_min(front[v, py, px], t)
-                    elif d2 < (ri + w) * (ri + w):
-                        t = tc
-                        if d2 < ri * ri:
-                            t = tc - ti.sqrt(ri * ri - d2)
-                        # (the slack keeps the front sphere itself under any rounding)
-                        if t > 0 and t <= front[v, py, px] * (1 + 1e-6):
-                            n = ti.atomic_add(count[v, py, px], 1)
-                            if n < KMAX:
-                                lists[v, py, px, n] = i
+            for py in range(y0, y1):  # (two loops: an ndrange would divide to find each pixel)
+                for px in range(x0, x1):
+                    ro = ti.Vector([o[v, py, px, 0], o[v, py, px, 1], o[v, py, px, 2]], self.dtype)
+                    rd = ti.Vector([d[v, py, px, 0], d[v, py, px, 1], d[v, py, px, 2]], self.dtype)
+                    oc = ci - ro
+                    tc = oc.dot(rd)
+                    if tc > 0 and tc - ri < front[v, py, px]:  # not behind what covers the pixel already
+                        w = self._band(cam, v, tc)
+                        d2 = oc.dot(oc) - tc * tc
+                        if ti.static(not second):  # full cover: distance <= r - w
+                            if ri > w and d2 <= (ri - w) * (ri - w):
+                                t = tc - ti.sqrt(ri * ri - d2)
+                                if t > 0:
+                                    ti.atomic_min(front[v, py, px], t)
+                        elif d2 < (ri + w) * (ri + w):
+                            t = tc
+                            if d2 < ri * ri:
+                                t = tc - ti.sqrt(ri * ri - d2)
+                            # (the slack keeps the front sphere itself under any rounding)
+                            if t > 0 and t <= front[v, py, px] * (1 + 1e-6):
+                                n = ti.atomic_add(count[v, py, px], 1)
+                                if n < KMAX:
+                                    lists[v, py, px, n] = i
 
     @ti.kernel
     def _resolve(self, cam: ti.types.ndarray(), o: ti.types.ndarray(), d: ti.types.ndarray(),
                  c: ti.types.ndarray(), r: ti.types.ndarray(), count: ti.types.ndarray(),
-                 lists: ti.types.ndarray(), lights: ti.types.ndarray(), shadows: ti.template(),
+                 lists: ti.types.ndarray(), order: ti.types.ndarray(), lights: ti.types.ndarray(),
+                 shadows: ti.template(),
                  meta: ti.types.ndarray(), start: ti.types.ndarray(), items: ti.types.ndarray(),
                  kept: ti.types.ndarray(), vis: ti.types.ndarray()):
-        """Sort each pixel's list by depth, cut it after the first full cover, cast shadows."""
+        """Sort each pixel's list by depth, cut it after the first full cover, cast shadows.
+        The splats list spheres by their rank in `order`; the list keeps their own ids."""
         V, H, W, L = o.shape[0], o.shape[1], o.shape[2], lights.shape[0]
         for v, py, px in ti.ndrange(V, H, W):
             n = ti.min(count[v, py, px], KMAX)
@@ -156,7 +159,7 @@ class SphereTracer:
             ids = ti.Vector([-1] * KMAX, ti.i32)
             ts = ti.Vector([0.0] * KMAX, self.dtype)
             for k in range(n):  # insertion sort, nearest first
-                i = lists[v, py, px, k]
+                i = order[lists[v, py, px, k]]
                 ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
                 _, t = self._cover(ro, rd, ci, ti.cast(r[i], self.dtype), 1.0)
                 j = k
@@ -220,22 +223,10 @@ class SphereTracer:
                 albedo = ti.Vector([mat[i, 0], mat[i, 1], mat[i, 2]], self.dtype)
                 shade = albedo * amb
                 for l in range(lights.shape[0]):
-                    Ld = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]], self.dtype)
-                    color = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]], self.dtype)
-                    if lights[l, 0] > 1.5:  # a point light, inverse-square falloff
-                        Ld = Ld - x
-                        dist2 = Ld.dot(Ld)
-                        Ld, color = Ld / ti.sqrt(dist2), color / dist2
-                    else:
-                        Ld = -Ld / Ld.norm()
+                    term = light_term(x, n, rd, albedo, mat[i, 3], mat[i, 4], lights, l)
                     if ti.static(shadows):
-                        color *= vis[v, py, px, k, l]
-                    lam = ti.max(n.dot(Ld), 0.0)
-                    nh = n.dot((Ld - rd).normalized())
-                    spec = ti.cast(0.0, self.dtype)
-                    if lam > 0 and nh > 0:  # (0 ** s has no finite reverse in s)
-                        spec = mat[i, 3] * nh ** mat[i, 4]
-                    shade += color * (albedo * lam + spec)
+                        term *= vis[v, py, px, k, l]
+                    shade += term
                 wk = cover * T
                 acc += wk * shade
                 dep += wk * t
@@ -496,16 +487,20 @@ class SphereTracer:
                     counts: ti.types.ndarray()):
         for i in range(c.shape[0]):
             a, b, dims = self._cells(meta, ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype), ti.cast(r[i], self.dtype))
-            for x, y, z in ti.ndrange((a[0], b[0] + 1), (a[1], b[1] + 1), (a[2], b[2] + 1)):
-                ti.atomic_add(counts[(x * dims[1] + y) * dims[2] + z], 1)
+            for x in range(a[0], b[0] + 1):  # (plain loops: an ndrange divides per cell)
+                for y in range(a[1], b[1] + 1):
+                    for z in range(a[2], b[2] + 1):
+                        ti.atomic_add(counts[(x * dims[1] + y) * dims[2] + z], 1)
 
     @ti.kernel
     def _grid_fill(self, c: ti.types.ndarray(), r: ti.types.ndarray(), meta: ti.types.ndarray(),
                    cursor: ti.types.ndarray(), items: ti.types.ndarray()):
         for i in range(c.shape[0]):
             a, b, dims = self._cells(meta, ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype), ti.cast(r[i], self.dtype))
-            for x, y, z in ti.ndrange((a[0], b[0] + 1), (a[1], b[1] + 1), (a[2], b[2] + 1)):
-                items[ti.atomic_add(cursor[(x * dims[1] + y) * dims[2] + z], 1)] = i
+            for x in range(a[0], b[0] + 1):
+                for y in range(a[1], b[1] + 1):
+                    for z in range(a[2], b[2] + 1):
+                        items[ti.atomic_add(cursor[(x * dims[1] + y) * dims[2] + z], 1)] = i
 
     @ti.func
     def _hits(self, x, L, tmax, skip, rs, i, c: ti.template(), r: ti.template()):
@@ -594,9 +589,9 @@ class SphereTracer:
 
     # ------------------------------------------------------------ driver
     def visibility(self, camera, centers, radii, band, light=None, background_depth=None, rays=None):
-        """Per-pixel records: ids (V, H, W, K) nearest first (-1 past the end), kept (V, H, W)
-        and, with `light`, vis (V, H, W, K, L) for its directional then point lights.
-        rays: camera.rays() when the caller has them already."""
+        """Per-pixel records, int32: lists (V, H, W, KMAX) of sphere ids nearest first, valid
+        below kept (V, H, W), and, with `light`, vis (V, H, W, KMAX, L) for its directional
+        then point lights (else None). rays: camera.rays() when the caller has them already."""
         dt = _torch_dtype()
         dev = centers.device
         o, d = (a.detach().to(dev, dt).contiguous() for a in (rays or camera.rays()))
@@ -609,12 +604,14 @@ class SphereTracer:
             front = torch.where(t > 0, t, front).contiguous()
         count = torch.zeros((V, H, W), dtype=torch.int32, device=dev)
         lists = torch.zeros((V, H, W, KMAX), dtype=torch.int32, device=dev)
-        # nearest spheres first, so that the occluded ones are mostly rejected before any test
-        order = torch.argsort(((c - o[0, 0, 0]) ** 2).sum(-1))
+        # nearest spheres first, so that the occluded ones are mostly rejected before any test;
+        # by 4096 depth buckets (an integer sort is several times faster than a float one)
+        dist = ((c - camera.eye[0].detach().to(dev, dt)) ** 2).sum(-1)
+        lo, hi = dist.min(), dist.max()
+        order = torch.argsort(((dist - lo) * (4095 / (hi - lo).clamp(min=1e-30 * hi))).to(torch.int32))
         cs, rs = c[order].contiguous(), r[order].contiguous()
         self._splat(False, cam, o, d, cs, rs, front, count, lists)
         self._splat(True, cam, o, d, cs, rs, front, count, lists)
-        lists = order.to(torch.int32)[lists.long()]
         table = _light_table(light, dev, dt)
         shadows = len(table) > 0
         if shadows:
@@ -625,13 +622,8 @@ class SphereTracer:
                     torch.zeros(1, dtype=torch.int32, device=dev))
         kept = torch.zeros((V, H, W), dtype=torch.int32, device=dev)
         vis = torch.ones((V, H, W, KMAX, len(table)), dtype=torch.int32, device=dev)
-        self._resolve(cam, o, d, c, r, count, lists, table, shadows, *grid, kept, vis)
-        K = max(int(kept.max()), 1)
-        ids = torch.where(torch.arange(KMAX, device=dev) < kept[..., None], lists, -1)[..., :K]
-        out = dict(ids=ids.long(), kept=kept.long())
-        if shadows:
-            out["vis"] = vis[..., :K, :].bool()
-        return out
+        self._resolve(cam, o, d, c, r, count, lists, order.to(torch.int32), table, shadows, *grid, kept, vis)
+        return dict(lists=lists, kept=kept, vis=vis if shadows else None)
 
     def visible(self, points, light, centers, radii):
         """Which lights (directional then point) each point (N, 3) sees past the spheres:
@@ -713,7 +705,8 @@ def _torch_pass(camera, rays, centers, radii, colors, specular, shininess, light
     reference the fused kernel is tested against, and the path for gradients to fy)."""
     V, H, W, dt = camera.V, camera.height, camera.width, camera.eye.dtype
     o, d = (a.reshape(-1, 3) for a in rays)
-    ids = rec["ids"].reshape(V * H * W, -1)
+    K = max(int(rec["kept"].max()), 1)
+    ids = torch.where(torch.arange(K) < rec["kept"][..., None], rec["lists"][..., :K], -1).long().reshape(V * H * W, K)
     rows = (ids[:, 0] >= 0).nonzero()[:, 0]
     ids = ids[rows]
     valid = ids >= 0
@@ -734,7 +727,7 @@ def _torch_pass(camera, rays, centers, radii, colors, specular, shininess, light
     p = o + t[..., None] * d - c
     n = p / p.norm(dim=-1, keepdim=True).clamp(min=1e-30)
     x = c + r[..., None] * n
-    vis = rec["vis"].reshape(V * H * W, *rec["vis"].shape[-2:])[rows] if "vis" in rec else None
+    vis = None if rec["vis"] is None else rec["vis"][..., :K, :].reshape(V * H * W, K, -1)[rows].bool()
     shade = blinn_phong(x, n, d, colors[idx], specular[idx], shininess[idx], light, vis)
     bg = bg.reshape(-1, 3).expand(V * H * W, 3) if bg.ndim <= 1 else bg.reshape(V * H * W, 3)
     rgb_k, depth_k, normal_k = 0, 0, 0
@@ -765,15 +758,14 @@ def _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, li
     o, d = (a.to(dev, dt).contiguous() for a in rays)
     mat = torch.cat([colors, specular[:, None], shininess[:, None]], 1).to(dev, dt).contiguous()
     table = _light_table(light, dev, dt, detach=False)
-    shadows = "vis" in rec
-    vis = rec["vis"].int().contiguous() if shadows else torch.zeros((1, 1, 1, 1, 1), dtype=torch.int32, device=dev)
+    shadows = rec["vis"] is not None
+    vis = rec["vis"] if shadows else torch.zeros((1, 1, 1, 1, 1), dtype=torch.int32, device=dev)
     if len(table) == 0:  # a black directional light keeps the kernel's loop well formed
         table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=dt, device=dev)
     ambient = light["ambient"].to(dev, dt).sum(0) if len(light["ambient"]) else torch.zeros(3, dtype=dt, device=dev)
     bg = bg.to(dev, dt)
     bg = (bg.reshape(1, 1, 1, 3) if bg.ndim <= 1 else bg.reshape(V, H, W, 3)).expand(V, H, W, 3).contiguous()
-    fixed = (_camera_table(camera, band).to(dev, dt), rec["ids"].int().contiguous(), rec["kept"].int().contiguous(),
-             vis, shadows)
+    fixed = (_camera_table(camera, band).to(dev, dt), rec["lists"], rec["kept"], vis, shadows)
     out = _Composite.apply(tracer, fixed, o, d, centers.to(dev, dt).contiguous(), radii.to(dev, dt).contiguous(), mat,
                            table, ambient.contiguous(), bg).to(camera.eye.dtype)
     return dict(rgb=out[..., :3], depth=out[..., 3], normal=out[..., 4:7], mask=out[..., 7])

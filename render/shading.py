@@ -1,6 +1,7 @@
 """Shading over per-pixel surface records, in torch: Lambert + Blinn-Phong under point,
 directional and ambient lights. Differentiable in points, normals, materials and lights.
 Shadows are not computed here (visibility is the renderers' job; not differentiated)."""
+import taichi as ti
 import torch
 
 KINDS = ("ambient", "directional", "point")
@@ -44,3 +45,23 @@ def blinn_phong(x, n, view, albedo, specular, shininess, light, visible=None):
         spec = (n * h).sum(-1, keepdim=True).clamp(min=0) ** shininess[..., None]
         rgb = rgb + color * (albedo * lam + specular[..., None] * spec * (lam > 0))
     return rgb
+
+
+@ti.func
+def light_term(x, n, rd, albedo, specular, shininess, lights: ti.template(), l):
+    """blinn_phong's radiance from light l alone, in a Taichi kernel: lights holds rows
+    (kind: 1 directional, 2 point; direction or position; colour), directional then point,
+    as the renderers build them (render/ray_tracer._light_table)."""
+    P = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]])  # (the process float: sims.init)
+    color = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]])
+    L = -P / P.norm()
+    if lights[l, 0] > 1.5:  # a point light, inverse-square falloff
+        L = P - x
+        dist2 = L.dot(L)
+        L, color = L / ti.sqrt(dist2), color / dist2
+    lam = ti.max(n.dot(L), 0.0)
+    nh = n.dot((L - rd).normalized())
+    spec = albedo[0] * 0
+    if lam > 0 and nh > 0:  # (0 ** s has no finite reverse in s)
+        spec = specular * nh ** shininess
+    return color * (albedo * lam + spec)

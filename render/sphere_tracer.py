@@ -30,7 +30,8 @@ STENCIL = 7  # a query point and its six central-difference neighbours
 @ti.data_oriented
 class SDFScene:
     """objects: dicts of a sims/sdf.py shape plus position, quat (w, x, y, z), scale,
-    color (RGB albedo in [0, 1]), specular, shininess. `params()` gives their tensors."""
+    color (RGB albedo in [0, 1]), specular, shininess. `params()` gives their tensors.
+    march_steps: the march's most steps a ray (`steps`, changeable: a kernel argument)."""
 
     def __init__(self, objects, march_steps=128):
         init()
@@ -111,7 +112,8 @@ class SDFScene:
 
     # ------------------------------------------------------------ pass 1: visibility
     @ti.kernel
-    def _march(self, o: ti.types.ndarray(), d: ti.types.ndarray(), far: ti.f64, reach: ti.f64, t_out: ti.types.ndarray(),
+    def _march(self, o: ti.types.ndarray(), d: ti.types.ndarray(), far: ti.f64, reach: ti.f64, steps: ti.i32,
+               t_out: ti.types.ndarray(),
                id_out: ti.types.ndarray(), hit_out: ti.types.ndarray()):
         for r in range(o.shape[0]):
             ro = ti.Vector([o[r, 0], o[r, 1], o[r, 2]], self.dtype)
@@ -126,7 +128,7 @@ class SDFScene:
                 R = self.bound[k] * self.scale[k] + reach
                 if oc.dot(oc) - tc * tc < R * R and tc + R > 0:
                     ahead = 1
-            for _ in range(self.steps):
+            for _ in range(steps):
                 if ahead == 1 and hit == 0 and t < far:
                     f, k = self._scene(ro + t * rd)
                     if f < best:  # the closest sample so far, bracketed by its neighbours
@@ -175,7 +177,7 @@ class SDFScene:
         o = np.ascontiguousarray(origins.detach().cpu().numpy(), dtype=np.float64)
         d = np.ascontiguousarray(dirs.detach().cpu().numpy(), dtype=np.float64)
         t, ids, hit = np.zeros(len(o)), np.zeros(len(o), np.int32), np.zeros(len(o), np.int32)
-        self._march(o, d, float(far), float(min(reach, 1e300)), t, ids, hit)
+        self._march(o, d, float(far), float(min(reach, 1e300)), int(self.steps), t, ids, hit)
         return (torch.as_tensor(t), torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(hit == 1),
                 torch.as_tensor(hit == 2))
 

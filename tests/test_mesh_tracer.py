@@ -146,6 +146,20 @@ def test_image_passes_gradcheck_in_every_input(scene, antialias):
         assert torch.autograd.gradcheck(lambda v: image(**{name: v}), (v,), eps=1e-6, atol=1e-5, rtol=1e-3), name
 
 
+@pytest.mark.parametrize("smooth", [False, True])
+def test_the_fused_forward_equals_the_differentiable_pass(scene, smooth):
+    """Without gradients render_mesh shades in one Taichi kernel; with them, in torch. The same
+    rgb, depth, normal and mask, antialiasing included, in two views."""
+    cam = Camera([[0.3, 1.2, 1.6], [-1.5, 0.6, -0.4]], [[0.0, 0.1, 0.0], [0.05, 0.15, 0.0]], width=24, height=20,
+                 fov=40.0)
+    kw = dict(specular=0.4, shininess=6.0, background=(0.1, 0.2, 0.3), smooth=smooth, scene=scene)
+    fused = render_mesh(cam, PYRAMID_V, PYRAMID_F, PYRAMID_C, lights(LIGHT), **kw)
+    graph = render_mesh(cam, PYRAMID_V.clone().requires_grad_(), PYRAMID_F, PYRAMID_C, lights(LIGHT), **kw)
+    assert ((fused["mask"] > 0.01) & (fused["mask"] < 0.99)).any() and (fused["tri"] >= 0).sum() > 100
+    for k in ("rgb", "depth", "normal", "mask"):
+        assert torch.allclose(fused[k], graph[k].detach(), rtol=1e-9, atol=1e-12), k
+
+
 def test_silhouette_alone_pulls_a_flat_square_toward_its_target(scene):
     """Ambient light, one colour: the square's interior carries no gradient, so the pull on its
     vertices comes from the antialiasing term alone, and it points toward the target."""
