@@ -32,6 +32,8 @@ def run(cfg_path, out=None, iterations=None, progress=True):
     cfg = config.merge(config.read_yaml(f"inverse_render_{problem}"), raw)
     if iterations is not None:
         cfg["iterations"] = int(iterations)
+    if cfg.get("fp"):  # the process's float type, unless DIFFSUITE_FP or an earlier start chose one
+        os.environ.setdefault("DIFFSUITE_FP", cfg["fp"])
     out = out or cfg["out"]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -56,7 +58,7 @@ def _plot(history, path, title):
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.semilogy(history)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("image MSE")
+    ax.set_ylabel("image loss (MSE; summed over scales)")
     ax.set_title(f"inverse rendering: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
