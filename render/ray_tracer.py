@@ -205,21 +205,7 @@ class SphereTracer:
             acc, nor = ti.Vector([0.0, 0.0, 0.0], self.dtype), ti.Vector([0.0, 0.0, 0.0], self.dtype)
             for k in range(kept[v, py, px]):
                 i = lists[v, py, px, k]
-                ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
-                ri = ti.cast(r[i], self.dtype)
-                oc = ci - ro
-                tc = oc.dot(rd)
-                d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
-                dist = ti.cast(0.0, self.dtype)
-                if d2 > 0:  # (the reverse of sqrt at 0 would be inf)
-                    dist = ti.sqrt(d2)
-                cover = _smoothstep((ri - dist) / self._band(cam, v, tc))
-                t = tc
-                if ri * ri - d2 > 0:
-                    t = tc - ti.sqrt(ri * ri - d2)
-                p = ro + t * rd - ci
-                n = p / ti.max(p.norm(), 1e-30)
-                x = ci + ri * n
+                cover, t, n, x = self._layer(cam, v, ro, rd, c, r, i)
                 albedo = ti.Vector([mat[i, 0], mat[i, 1], mat[i, 2]], self.dtype)
                 shade = albedo * amb
                 for l in range(lights.shape[0]):
@@ -324,7 +310,7 @@ class SphereTracer:
         tc = oc.dot(rd)
         d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
         dist = ti.cast(0.0, self.dtype)
-        if d2 > 0:
+        if d2 > 0:  # (the reverse of sqrt at 0 would be inf)
             dist = ti.sqrt(d2)
         cover = _smoothstep((ri - dist) / self._band(cam, v, tc))
         t = tc
