@@ -23,6 +23,8 @@ from . import friction
 from . import materials as mat
 from . import spectral as spec
 from .adjoint import Stage
+
+EMPTY = 1e-15  # a grid node with less mass than this many mean particles is empty (a unit-free cut)
 from .state import FramedState
 
 
@@ -57,6 +59,9 @@ class MPM(FramedState):
         self.A = self.A_muscles + self.NC * self.vel_dim
         self.vol = np.asarray(particles.get("vol", np.full(self.P, (0.5 * self.dx) ** self.dim)), dtype=np.float64)
         self._check(x)
+        # the mean particle mass: the grid's unit of mass, so that its masses are near 1 whatever the user's units
+        dens = np.array([m["density"] for m in self.materials])[self.material_id] if self.P else np.ones(1)
+        self.m_ref = float(np.mean(self.vol * dens)) if self.P else 1.0
         self.dtype = float_dtype()
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
         self._allocate()
@@ -206,7 +211,7 @@ class MPM(FramedState):
         Fe = Fp @ ti.Vector.unit(self.dim, self.cfg.act_axis, self.dtype)
         a = ti.cast(a_id >= 0, self.dtype) * self.act[b, f, ti.max(a_id, 0)]
         tau += self.cfg.act_strength * a * Fe.outer_product(Fe)
-        vol = self.p_vol[p]
+        vol = self.p_vol[p] / self.m_ref  # the grid holds mass in units of the mean particle's
         mass = vol * self.density[m_id]
         affine = -self.dt * vol * 4 / self.dx ** 2 * tau + mass * self.C[b, f, p]
         base, fx, w = self._stencil(self.x[b, f, p])
@@ -301,8 +306,11 @@ class MPM(FramedState):
     @ti.func
     def _grid_update(self, I, f):
         node = ti.Vector([I[d + 1] for d in ti.static(range(self.dim))])
-        m = self.grid_m[I]  # exactly 0 where no particle reaches: masked, no mass epsilon
-        v_free = self.grid_mv[I] / ti.select(m > 0, m, 1.0) \
+        # masses are in units of the mean particle's (m_ref): a node below EMPTY of one is masked
+        # (no particle reaches it but by a far tail of its weights), where v = mv / m would have
+        # a reverse -mv / m^2 beyond float32's range; no epsilon is added to any mass
+        m = self.grid_m[I]
+        v_free = ti.select(m > EMPTY, self.grid_mv[I] / ti.select(m > EMPTY, m, 1.0), 0.0) \
             + self.dt * self.cfg.gravity * ti.Vector.unit(self.dim, 1, self.dtype)
         b = I[0]
         for c in ti.static(range(self.NC)):
