@@ -41,7 +41,7 @@ import torch
 
 from ..sims import float_dtype, init
 from .camera import Camera
-from .shading import KINDS, blinn_phong, light_term
+from .shading import KINDS, blinn_phong, kernel_lights, light_term
 
 SENTINEL = 2 ** 63 - 1  # the key of a pixel that sees nothing: larger than any hit's
 WALK = 32  # at most this many faces walked along a pixel segment to the silhouette
@@ -454,12 +454,16 @@ def _normals(vertices, faces, fi, u, w, e1, e2, d, smooth):
     facing = torch.where(_dot(n_face, d) > 0, -1.0, 1.0).to(d.dtype)[:, None]  # not differentiated
     if not smooth:
         return n_face * (facing / n_face.norm(dim=-1, keepdim=True))
+    n = _lerp(_vertex_normals(vertices, faces)[fi], u, w)
+    return n * (facing / n.norm(dim=-1, keepdim=True))
+
+
+def _vertex_normals(vertices, faces):
+    """Unit area-weighted vertex normals (N, 3)."""
     T = vertices[faces]
     area_n = torch.linalg.cross(T[:, 1] - T[:, 0], T[:, 2] - T[:, 0])
     vn = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), area_n.repeat_interleave(3, 0))
-    vn = vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-30)
-    n = _lerp(vn[fi], u, w)
-    return n * (facing / n.norm(dim=-1, keepdim=True))
+    return vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-30)
 
 
 def _antialias(camera, vertices, edge, images):
@@ -552,22 +556,13 @@ def render_mesh(camera, vertices, faces, colors, light, specular=0.0, shininess=
 def _fused(scene, camera, vertices, faces, colors, light, specular, shininess, bg, antialias, smooth, o, d, tri,
            edge):
     """render_mesh without gradients: its shading pass as one Taichi kernel (the same values)."""
-    from .ray_tracer import _light_table
     ft = torch.float64 if scene.dtype == ti.f64 else torch.float32
     V, H, W, P = camera.V, camera.height, camera.width, len(tri)
     conv = lambda a: a.detach().to(ft).contiguous()
-    vn = torch.zeros(1, 3, dtype=ft)
-    if smooth:  # area-weighted vertex normals, as _normals
-        T = vertices[faces]
-        area_n = torch.linalg.cross(T[:, 1] - T[:, 0], T[:, 2] - T[:, 0])
-        vn = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), area_n.repeat_interleave(3, 0))
-        vn = conv(vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-30))
-    table = _light_table(light, o.device, ft)
-    if len(table) == 0:  # a black directional light keeps the kernel's loop well formed
-        table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=ft)
-    amb = light["ambient"].sum(0) if len(light["ambient"]) else torch.zeros(3)
+    vn = conv(_vertex_normals(vertices, faces)) if smooth else torch.zeros(1, 3, dtype=ft)
+    table, amb = kernel_lights(light, o.device, ft)
     out = torch.empty(P, 8, dtype=ft)
-    scene._shade(scene.faces, conv(vertices), conv(colors), vn, conv(o), conv(d), tri.contiguous(), table, conv(amb),
+    scene._shade(scene.faces, conv(vertices), conv(colors), vn, conv(o), conv(d), tri.contiguous(), table, amb,
                  conv(torch.stack([specular, shininess])), conv(bg), bool(smooth), out)
     out = out.to(o.dtype)
     rgb, mask = out[:, :3], out[:, 7:8]

@@ -29,7 +29,7 @@ import taichi as ti
 import torch
 
 from ..sims import float_dtype, init
-from .shading import blinn_phong, light_term
+from .shading import blinn_phong, kernel_lights, light_table, light_term
 
 KMAX = 16  # candidates a pixel can list: beyond that the farthest partial covers are lost
 
@@ -53,20 +53,6 @@ class SphereTracer:
     def __init__(self):
         init()
         self.dtype = float_dtype()
-
-    # ------------------------------------------------------------ ray vs one sphere
-    @ti.func
-    def _cover(self, o, d, c, r, w):
-        """Coverage of the ray (o, d) by sphere (c, r) with band w, and its sort depth: the
-        hit distance inside the rim, the closest approach's outside it."""
-        oc = c - o
-        tc = oc.dot(d)
-        d2 = ti.max(oc.dot(oc) - tc * tc, 0.0)
-        dist = ti.sqrt(d2)
-        t = tc
-        if dist < r:
-            t = tc - ti.sqrt(r * r - d2)
-        return _smoothstep((r - dist) / w), t
 
     @ti.func
     def _band(self, cam: ti.template(), v, tc):
@@ -160,8 +146,7 @@ class SphereTracer:
             ts = ti.Vector([0.0] * KMAX, self.dtype)
             for k in range(n):  # insertion sort, nearest first
                 i = order[lists[v, py, px, k]]
-                ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
-                _, t = self._cover(ro, rd, ci, ti.cast(r[i], self.dtype), 1.0)
+                _c, t, _n, _x = self._layer(cam, v, ro, rd, c, r, i)
                 j = k
                 while j > 0 and (ts[j - 1] > t or (ts[j - 1] == t and ids[j - 1] > i)):
                     ts[j], ids[j] = ts[j - 1], ids[j - 1]
@@ -171,18 +156,12 @@ class SphereTracer:
             for k in range(n):
                 if m == k:  # not yet cut
                     i = ids[k]
-                    ci = ti.Vector([c[i, 0], c[i, 1], c[i, 2]], self.dtype)
-                    ri = ti.cast(r[i], self.dtype)
-                    tc = (ci - ro).dot(rd)
-                    cov, t = self._cover(ro, rd, ci, ri, self._band(cam, v, tc))
+                    cov, _t, _n, x = self._layer(cam, v, ro, rd, c, r, i)  # x: the hit, or the rim point nearest the ray
                     lists[v, py, px, k] = i
                     if ti.static(shadows):
-                        nrm = ro + tc * rd - ci  # the rim point nearest the ray, or the hit
-                        if cov > 0 and t < tc:
-                            nrm = ro + t * rd - ci
-                        x = ci + ri * nrm / ti.max(nrm.norm(), 1e-30 * ri)
                         for l in range(L):
-                            vis[v, py, px, k, l] = 1 - self._blocked(x, lights, l, i, ri, c, r, meta, start, items)
+                            vis[v, py, px, k, l] = 1 - self._blocked(x, lights, l, i, ti.cast(r[i], self.dtype), c, r,
+                                                                    meta, start, items)
                     m = k + 1
                     if cov >= 1.0:
                         m = -1 - m  # cut: nothing behind a full cover shows
@@ -304,7 +283,8 @@ class SphereTracer:
 
     @ti.func
     def _layer(self, cam: ti.template(), v, ro, rd, c: ti.template(), r: ti.template(), i):
-        """One sphere's coverage of the ray, its hit (or nearest rim) distance, normal and point."""
+        """One sphere's coverage of the ray, its sort depth (the hit distance inside the rim, the
+        closest approach's outside it), and the normal and point there (on the rim outside)."""
         ci, ri = self._v3(c, i), ti.cast(r[i], self.dtype)
         oc = ci - ro
         tc = oc.dot(rd)
@@ -598,11 +578,11 @@ class SphereTracer:
         cs, rs = c[order].contiguous(), r[order].contiguous()
         self._splat(False, cam, o, d, cs, rs, front, count, lists)
         self._splat(True, cam, o, d, cs, rs, front, count, lists)
-        table = _light_table(light, dev, dt)
+        table = light_table(light, dev, dt)
         shadows = len(table) > 0
         if shadows:
             grid = self.build_grid(c, r)
-        else:
+        else:  # placeholders: the kernel compiles its shadow rays out
             table = torch.zeros((1, 7), dtype=dt, device=dev)
             grid = (torch.zeros(7, dtype=dt, device=dev), torch.zeros(2, dtype=torch.int32, device=dev),
                     torch.zeros(1, dtype=torch.int32, device=dev))
@@ -616,7 +596,7 @@ class SphereTracer:
         bool (N, L). For shadows cast by particles on other geometry."""
         dt = _torch_dtype()
         c, r = centers.detach().to(dt).contiguous(), radii.detach().to(dt).contiguous()
-        table = _light_table(light, c.device, dt)
+        table = light_table(light, c.device, dt)
         if len(table) == 0 or len(points) == 0:
             return torch.ones((len(points), len(table)), dtype=torch.bool, device=points.device)
         grid = self.build_grid(c, r)
@@ -638,24 +618,13 @@ def _camera_table(camera, band):
                                                             ones * camera.height, ones * float(band)], -1)], -1)
 
 
-def _light_table(light, device, dtype, detach=True):
-    """(kind, xyz, rgb) rows in blinn_phong's order: directional (1, direction, colour), point
-    (2, position, colour); differentiable in the lights unless detach."""
-    if light is None:
-        return torch.zeros((0, 7), dtype=dtype, device=device)
-    cut = (lambda l: l.detach()) if detach else (lambda l: l)
-    rows = [torch.cat([torch.ones(1, dtype=dtype), cut(l).to(dtype)]) for l in light["directional"]]
-    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), cut(l).to(dtype)]) for l in light["point"]]
-    return (torch.stack(rows) if rows else torch.zeros((0, 7), dtype=dtype)).to(device)
-
-
 def _smooth(u):
     s = (0.5 * (u + 1)).clamp(0, 1)
     return s * s * (3 - 2 * s)
 
 
 def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, band=0.5, shadows=True,
-           background=(0.0, 0.0, 0.0), background_depth=None, tracer=None):
+           background=(0.0, 0.0, 0.0), background_depth=None, tracer=None, rays=None):
     """Render spheres in V views: a dict of rgb (V, H, W, 3), depth (V, H, W; along the ray,
     0 where nothing), normal (V, H, W, 3), mask (V, H, W; soft coverage).
 
@@ -663,7 +632,8 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     floats or (M,); light: render/shading.lights(...); band: the silhouette's soft width in
     pixels; shadows: cast hard shadow rays (not differentiated); background: an RGB or an
     image (V, H, W, 3), with background_depth (V, H, W; 0: open) to composite over another
-    renderer's output. Every tensor may require grad (camera's included).
+    renderer's output; rays: camera.rays(), when the caller has them already. Every tensor
+    may require grad (camera's included).
     """
     centers = torch.as_tensor(centers)
     if centers.ndim != 2 or centers.shape[-1] != 3 or len(centers) == 0:
@@ -677,7 +647,7 @@ def render(camera, centers, radii, colors, light, specular=0.0, shininess=16.0, 
     if not (radii > 0).all():
         raise ValueError("radii must be positive")
     tracer = tracer or SphereTracer()
-    rays = camera.rays()
+    rays = camera.rays() if rays is None else rays
     rec = tracer.visibility(camera, centers, radii, band, light if shadows else None, background_depth, rays)
     bg = torch.as_tensor(background, dtype=dt)
     if camera.fy is not None and camera.fy.requires_grad and torch.is_grad_enabled():
@@ -743,17 +713,14 @@ def _fused(tracer, camera, rays, centers, radii, colors, specular, shininess, li
     V, H, W = camera.V, camera.height, camera.width
     o, d = (a.to(dev, dt).contiguous() for a in rays)
     mat = torch.cat([colors, specular[:, None], shininess[:, None]], 1).to(dev, dt).contiguous()
-    table = _light_table(light, dev, dt, detach=False)
+    table, ambient = kernel_lights(light, dev, dt, detach=False)
     shadows = rec["vis"] is not None
     vis = rec["vis"] if shadows else torch.zeros((1, 1, 1, 1, 1), dtype=torch.int32, device=dev)
-    if len(table) == 0:  # a black directional light keeps the kernel's loop well formed
-        table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=dt, device=dev)
-    ambient = light["ambient"].to(dev, dt).sum(0) if len(light["ambient"]) else torch.zeros(3, dtype=dt, device=dev)
     bg = bg.to(dev, dt)
     bg = (bg.reshape(1, 1, 1, 3) if bg.ndim <= 1 else bg.reshape(V, H, W, 3)).expand(V, H, W, 3).contiguous()
     fixed = (_camera_table(camera, band).to(dev, dt), rec["lists"], rec["kept"], vis, shadows)
     out = _Composite.apply(tracer, fixed, o, d, centers.to(dev, dt).contiguous(), radii.to(dev, dt).contiguous(), mat,
-                           table, ambient.contiguous(), bg).to(camera.eye.dtype)
+                           table, ambient, bg).to(camera.eye.dtype)
     return dict(rgb=out[..., :3], depth=out[..., 3], normal=out[..., 4:7], mask=out[..., 7])
 
 

@@ -47,11 +47,35 @@ def blinn_phong(x, n, view, albedo, specular, shininess, light, visible=None):
     return rgb
 
 
+def light_table(light, device, dtype, detach=True):
+    """`lights` as the kernels read them: (kind, xyz, rgb) rows in blinn_phong's order,
+    directional (1, direction, colour) then point (2, position, colour); differentiable in the
+    lights unless detach. No ambient, which has no direction (see kernel_lights)."""
+    if light is None:
+        return torch.zeros((0, 7), dtype=dtype, device=device)
+    cut = (lambda l: l.detach()) if detach else (lambda l: l)
+    rows = [torch.cat([torch.ones(1, dtype=dtype), cut(l).to(dtype)]) for l in light["directional"]]
+    rows += [torch.cat([torch.full((1,), 2.0, dtype=dtype), cut(l).to(dtype)]) for l in light["point"]]
+    return (torch.stack(rows) if rows else torch.zeros((0, 7), dtype=dtype)).to(device)
+
+
+def kernel_lights(light, device, dtype, detach=True):
+    """What light_term's callers pass a kernel: the light table, with one black directional
+    light when there is none (the kernels' loops over it stay well formed), and the ambient
+    lights' sum (3,)."""
+    table = light_table(light, device, dtype, detach)
+    if len(table) == 0:
+        table = torch.tensor([[1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]], dtype=dtype, device=device)
+    amb = light["ambient"]
+    ambient = amb.to(device, dtype).sum(0) if len(amb) else torch.zeros(3, dtype=dtype, device=device)
+    return table, (ambient.detach() if detach else ambient).contiguous()
+
+
 @ti.func
 def light_term(x, n, rd, albedo, specular, shininess, lights: ti.template(), l):
     """blinn_phong's radiance from light l alone, in a Taichi kernel: lights holds rows
     (kind: 1 directional, 2 point; direction or position; colour), directional then point,
-    as the renderers build them (render/ray_tracer._light_table)."""
+    as light_table builds them."""
     P = ti.Vector([lights[l, 1], lights[l, 2], lights[l, 3]])  # (the process float: sims.init)
     color = ti.Vector([lights[l, 4], lights[l, 5], lights[l, 6]])
     L = -P / P.norm()

@@ -46,9 +46,9 @@ class SDFScene:
         # the central differences' step: 1e-4 of each object's scale as built, a constant of the
         # scene (not of the parameters), so the gradient's reverse is that of f alone
         self.h = ti.field(self.dtype, shape=self.n)
+        self.h.from_numpy(1e-4 * self.params(torch.float64)["scale"].numpy().astype(self.np_dtype))
         # bounding radii at unit scale: rays that pass them far are misses, never marched
         self.bound = [min(sdf.radius(sh), 1e30) for sh in self.shapes]
-        self.h.from_numpy(1e-4 * self.params(torch.float64)["scale"].numpy().astype(self.np_dtype))
         self._N, self._tree = 0, None
 
     def params(self, dtype=torch.float64):
@@ -255,14 +255,15 @@ class _Query(torch.autograd.Function):
                 like(scene.scale.grad.to_numpy(), scale))
 
 
-def render(scene, camera, light, params=None, far=None, width=None, background=(0.0, 0.0, 0.0)):
+def render(scene, camera, light, params=None, far=None, width=None, background=(0.0, 0.0, 0.0), rays=None):
     """Render V views: a dict of rgb (V, H, W, 3), depth (V, H, W; along the ray, 0 where
     nothing), normal (V, H, W, 3), mask (V, H, W; soft coverage).
 
     scene: SDFScene; camera: render/camera.Camera; light: render/shading.lights(...);
     params: scene.params() or tensors like them (with requires_grad to differentiate);
     far: the march's reach (default: 4x the camera's distance to its target);
-    width: the silhouette band (default: 1.5 pixels' width at the target's distance).
+    width: the silhouette band (default: 1.5 pixels' width at the target's distance);
+    rays: camera.rays(), when the caller has them already.
     """
     params = params if params is not None else scene.params(camera.eye.dtype)
     V, H, W = camera.V, camera.height, camera.width
@@ -271,13 +272,12 @@ def render(scene, camera, light, params=None, far=None, width=None, background=(
     far = 4 * dist if far is None else float(far)
     if width is None:  # a function of the camera: it moves with it, differentiably
         width = 1.5 * (camera.ortho / H if camera.ortho is not None else reach / camera.fy.min())
-    o, d = (a.reshape(-1, 3) for a in camera.rays())
+    o, d = (a.reshape(-1, 3) for a in (camera.rays() if rays is None else rays))
     # misses farther than 16 band widths would cover under 2 sigmoid(-16) ~ 2e-7: left out, as
     # background, of the refinement and of the differentiable pass
     t0, ids, hit, near = scene.march(o, d, far, params["pose"], params["scale"],
                                      reach=16 * float(torch.as_tensor(width).detach()))
-    rows = (hit | near).nonzero()[:, 0]
-    o_all, d_all = o, d
+    rows, N = (hit | near).nonzero()[:, 0], len(o)
     o, d, t0, ids, hit = o[rows], d[rows], t0[rows].to(o.dtype), ids[rows], hit[rows]
     x0 = o + t0[:, None] * d
     f0, g0 = scene.query(x0, ids, params["pose"], params["scale"])
@@ -297,7 +297,6 @@ def render(scene, camera, light, params=None, far=None, width=None, background=(
     cover = torch.where(hit, torch.ones_like(f), 2 * torch.sigmoid(-f.clamp(min=0) / width))
     shade = blinn_phong(x, n, d, params["color"][ids], params["specular"][ids], params["shininess"][ids], light)
     bg = torch.as_tensor(background, dtype=o.dtype)
-    N = len(o_all)
     scatter = lambda full, part: full.index_put((rows,), part)
     rgb = scatter(bg.expand(N, 3), cover[:, None] * shade + (1 - cover[:, None]) * bg)
     zeros = torch.zeros(N, dtype=o.dtype)

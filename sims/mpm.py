@@ -23,9 +23,9 @@ from . import friction
 from . import materials as mat
 from . import spectral as spec
 from .adjoint import Stage
+from .state import FramedState
 
 EMPTY = 1e-15  # a grid node with less mass than this many mean particles is empty (a unit-free cut)
-from .state import FramedState
 
 
 @ti.data_oriented
