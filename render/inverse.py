@@ -89,8 +89,9 @@ def fit_spheres(cfg, progress=True):
                     lambda: pyramid_mse(image(params), target, cfg["pyramid"]), "spheres", progress)
     with torch.no_grad():
         after = image(params)
-        err = dict(position_rmse_over_radius=float((params["centers"] - truth["centers"]).norm(dim=-1).pow(2).mean().sqrt()) / r,
-                   start_position_rmse_over_radius=float((guess["centers"] - truth["centers"]).norm(dim=-1).pow(2).mean().sqrt()) / r,
+        rms = lambda a: float(a.pow(2).sum(-1).mean().sqrt())
+        err = dict(position_rmse_over_radius=rms(params["centers"] - truth["centers"]) / r,
+                   start_position_rmse_over_radius=rms(guess["centers"] - truth["centers"]) / r,
                    color_rmse=float((params["colors"].clamp(0, 1) - truth["colors"]).pow(2).mean().sqrt()))
     return dict(history=history, before=before, after=after, target=target, errors=err)
 
@@ -185,12 +186,15 @@ def fit_mpm(cfg, progress=True):
     as_t = lambda v: torch.tensor(v, dtype=torch.float64)
     truth = dict(E=as_t(float(cfg["material"]["E"])), v0=as_t(cfg["truth"]["v0"]))
     guess = dict(E=as_t(float(cfg["guess"]["E"])), v0=as_t(cfg["guess"]["v0"]))
+    speed = float(guess["v0"].norm())  # v0's step scale: the guess's own (the fit never sees the truth)
+    if not speed > 0:
+        raise ValueError(f"config key 'guess.v0' must be a nonzero velocity (it scales the fit's steps), got {cfg['guess']['v0']}")
     with torch.no_grad():
         target, before = video(**truth), video(**guess)
     logE = torch.log(guess["E"]).clone().requires_grad_()
     v0 = guess["v0"].clone().requires_grad_()
     params = {"logE": logE, "v0": v0}
-    history = _adam(params, {"logE": cfg["lr"], "v0": cfg["lr"] * float(truth["v0"].norm().clamp(min=1e-12))},
+    history = _adam(params, {"logE": cfg["lr"], "v0": cfg["lr"] * speed},
                     cfg["iterations"], lambda: pyramid_mse(video(torch.exp(logE), v0), target, cfg["pyramid"]), "mpm",
                     progress)
     with torch.no_grad():
