@@ -80,6 +80,7 @@ class WorldRenderer:
         self.tool_color, self.regions = tuple(tool_color), list(regions)
         self.light = lights(LIGHT_2D if dim == 2 else LIGHT_3D)
         self.tracer = SphereTracer()
+        self._scene = None  # the tools' SDFScene, made at the first frame that shows them
 
     def camera_2d(self, view):
         """The orthographic front view of a 2D world's (left, bottom, width) box."""
@@ -101,20 +102,22 @@ class WorldRenderer:
             r = torch.as_tensor(np.broadcast_to(np.asarray(radii, np.float64), (len(c),)).copy())
             col = torch.as_tensor(np.asarray(colors, np.float64))
             scale = float(camera.ortho if camera.ortho is not None else (camera.eye - camera.target).norm())
-            rgb, depth = self._ground(camera, c, r, scale)
+            rays = camera.rays()  # one set for the three layers
+            rgb, depth = self._ground(camera, rays, c, r, scale)
             if self.tools:
-                rgb, depth = self._tools(camera, tool_poses, rgb, depth)
+                rgb, depth = self._tools(camera, rays, tool_poses, rgb, depth)
             if len(c):
                 out = render_spheres(camera, c, r, col, self.light, specular=0.15, shininess=24.0,
-                                     shadows=self.dim == 3, background=rgb, background_depth=depth, tracer=self.tracer)
+                                     shadows=self.dim == 3, background=rgb, background_depth=depth, tracer=self.tracer,
+                                     rays=rays)
                 rgb = out["rgb"]
         return (rgb[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
-    def _ground(self, camera, c, r, scale):
+    def _ground(self, camera, rays, c, r, scale):
         """Sky and ground: rgb (1, H, W, 3) and depth (1, H, W; 0 for the open sky). The ground
         is flat and lit by directional lights (and ambient): Lambert is one factor a light,
         times the spheres' shadows in 3D."""
-        o, d = (a.reshape(-1, 3) for a in camera.rays())
+        o, d = (a.reshape(-1, 3) for a in rays)
         rgb = torch.tensor(SKY, dtype=o.dtype).expand(len(o), 3).clone()
         depth = torch.zeros(len(o), dtype=o.dtype)
         for lo, hi, color in self.regions:
@@ -147,16 +150,18 @@ class WorldRenderer:
         depth[below] = t
         return rgb.reshape(1, camera.height, camera.width, 3), depth.reshape(1, camera.height, camera.width)
 
-    def _tools(self, camera, poses, rgb, depth):
+    def _tools(self, camera, rays, poses, rgb, depth):
         """The tools over rgb/depth, where they are in front."""
-        scene = _tool_scene(self.tools, self.dim, self.tool_color)
+        if self._scene is None:
+            self._scene = _tool_scene(self.tools, self.dim, self.tool_color)
+        scene = self._scene
         params = scene.params()
         params["pose"] = _pose3(poses, self.dim)
         # the march ends past the world: twice the camera's distance
         dist = float((camera.eye - camera.target).norm())
         px = camera.ortho / camera.height if camera.ortho is not None else dist / float(camera.fy[0])  # a pixel, in world units
         # a crisp edge: the coverage band a third of a pixel wide (sigmoid tails fade within 2 px)
-        out = render_sdf(scene, camera, self.light, params, far=2 * dist, width=px / 3)
+        out = render_sdf(scene, camera, self.light, params, far=2 * dist, width=px / 3, rays=rays)
         m = out["mask"]
         front = (m > 0) & ((depth == 0) | (out["depth"] < depth) | (out["depth"] == 0))
         m = torch.where(front, m, torch.zeros_like(m))[..., None]
