@@ -355,7 +355,11 @@ def to_local(pose, x):
     """World point x in the frame of a body at `pose`."""
     dim = ti.static(x.n)
     pos = ti.Vector([pose[i] for i in ti.static(range(dim))])
-    return rotation(pose, dim).transpose() @ (x - pos)
+    R, d = rotation(pose, dim), x - pos
+    # R^T d written out: Taichi's matmul accumulates into a local, whose reverse compiles slowly
+    if ti.static(dim == 3):
+        return ti.Vector([R[0, i] * d[0] + R[1, i] * d[1] + R[2, i] * d[2] for i in ti.static(range(3))])
+    return R.transpose() @ d
 
 
 @ti.func

@@ -6,7 +6,8 @@ changes nothing, bad parameter names, shapes and values refused without a trace.
 import numpy as np
 import pytest
 
-from diffsuite.sims import adjoint, sampling
+from diffsuite.sims import adjoint, sampling, tetmesh
+from diffsuite.sims.fem import FEM
 from diffsuite.sims.mass_spring import MassSpring
 from diffsuite.sims.mpm import MPM
 
@@ -23,13 +24,19 @@ def _mpm(load_design, K):
                gravity=-1.0)
 
 
-SIMS = {"mass_spring": _mass_spring, "mpm": _mpm}
+def _fem(load_design, K):
+    ball = {"shape": "sphere", "radius": 0.01, "position": [0.0, -0.02, 0.0]}
+    return FEM(tetmesh.box([0.02, 0.01, 0.02], [2, 1, 2]), num_worlds=2, dt=2e-5, segment=K, objects=[ball],
+               material=dict(E=1e5, nu=0.4, density=1000.0, damping=1e-4))
+
+
+SIMS = {"mass_spring": _mass_spring, "mpm": _mpm, "fem": _fem}
 
 
 def _inputs(sim, seed=0):
     rng = np.random.default_rng(seed)
     state = list(sim.initial_state())
-    state[1] = state[1] + 0.1 * rng.standard_normal(state[1].shape)
+    state[1] = state[1] + 0.1 * rng.standard_normal(state[1].shape)  # m/s: FEM's gel is 2 cm
     u = rng.uniform(-1, 1, (sim.B, T, sim.A))
     w = [rng.standard_normal(s.shape) for s in state[:2]]
     return state, u, w
