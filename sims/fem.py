@@ -31,7 +31,7 @@ MATERIAL = dict(E=2e5, nu=0.45, density=1000.0, damping=0.0)  # Pa, -, kg/m^3, s
 # stiffness: penalty pressure per penetration, in units of E / h (h: the mean surface edge);
 # damping: the contact dashpot's damping ratio; softness: the penalty's softplus width, in h;
 # slip: the friction rule's smoothing speed, in h per substep
-CONTACT = dict(stiffness=20.0, damping=0.5, softness=0.02, slip=1e-4)
+CONTACT = dict(stiffness=20.0, damping=0.5, softness=2e-3, slip=1e-4)
 VEL = 6  # a body's velocity: linear then angular
 
 
