@@ -9,6 +9,7 @@ from .gym_env import GymEnv, VecEnv
 from .rope import RopeShapeTask
 from .shaping import ShapingTask
 from .soft_walker import SoftWalkerTask
+from .tactile import TactilePoseTask, TactilePressTask, TactileSlideTask
 from .walker import WalkerTask
 
 
@@ -24,7 +25,9 @@ TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0":
          "diffsuite/PlasticinePress-v0": ShapingTask, "diffsuite/PlasticinePinch-v0": _shaping("plasticine_pinch"),
          "diffsuite/SandPush-v0": _shaping("sand_push"),
          "diffsuite/FluidTransport-v0": FluidTransportTask,
-         "diffsuite/RopeShape-v0": RopeShapeTask}
+         "diffsuite/RopeShape-v0": RopeShapeTask,
+         "diffsuite/TactilePress-v0": TactilePressTask, "diffsuite/TactileSlide-v0": TactileSlideTask,
+         "diffsuite/TactilePose-v0": TactilePoseTask}
 
 
 def _env(task_cls):
@@ -51,4 +54,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "FluidTransportTask", "RopeShapeTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "FluidTransportTask", "RopeShapeTask", "TactilePressTask", "TactileSlideTask", "TactilePoseTask", "TASKS", "make_diff"]

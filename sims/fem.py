@@ -31,7 +31,9 @@ MATERIAL = dict(E=2e5, nu=0.45, density=1000.0, damping=0.0)  # Pa, -, kg/m^3, s
 # stiffness: penalty pressure per penetration, in units of E / h (h: the mean surface edge);
 # damping: the contact dashpot's damping ratio; softness: the penalty's softplus width, in h;
 # slip: the friction rule's smoothing speed, in h per substep
-CONTACT = dict(stiffness=20.0, damping=0.5, softness=2e-3, slip=1e-4)
+# filter: the force readout's low-pass time constant (s; 0: the last substep's force), as a force
+# sensor's bandwidth: a coarse gel's contact rings from node to node
+CONTACT = dict(stiffness=20.0, damping=0.5, softness=2e-3, slip=1e-4, filter=0.0)
 VEL = 6  # a body's velocity: linear then angular
 
 
@@ -41,7 +43,8 @@ class FEM(FramedState):
 
     State: x, v (B, N, 3) vertices; body (B, 1, 7) the mount's pose (position, unit quaternion);
     pose (B, objects or 1, 7) the rigid objects' poses; contact (B, 1, 3) the total force the
-    objects exert on the body during the last substep (world frame); clock (B, 1) the time (s).
+    objects exert on the body during the last substep (world frame; low-pass filtered if the contact
+    config's `filter` > 0); clock (B, 1) the time (s).
     Actions (B, A): the mount's linear and angular velocity, then each object's (6 numbers each).
     Parameters (per world): E, nu, density, damping; all differentiable.
     The mesh is given in the mount's frame; `mount` (N,) bool marks the vertices fixed to it
@@ -57,6 +60,9 @@ class FEM(FramedState):
         material = _checked("material", MATERIAL, material)
         self.contact_cfg = c = _checked("contact", CONTACT, contact)
         self._c = SimpleNamespace(**c)
+        if c["filter"] < 0:
+            raise ValueError(f"contact key 'filter' must be >= 0 (s), got {c['filter']}")
+        self._keep = 1.0 - math.exp(-float(dt) / c["filter"]) if c["filter"] > 0 else 1.0  # this substep's share
         self.gravity = tuple(float(g) for g in np.broadcast_to(np.asarray(gravity, float), (3,)))
         edges = mesh.vertices[mesh.surface] - mesh.vertices[np.roll(mesh.surface, 1, axis=1)]
         self.h = float(np.linalg.norm(edges, axis=-1).mean())  # the mesh's own length scale
@@ -80,7 +86,7 @@ class FEM(FramedState):
     # ------------------------------------------------------------------ set-up
     def _geometry(self):
         """Rest shape matrices, volumes, lumped volumes and surface areas per vertex, and the
-        per-tet bounds of the stiffness matrix's largest eigenvalue (for the dt check)."""
+        row sums that bound the stiffness matrix's largest eigenvalue (for the dt check)."""
         X, tets = self.mesh.vertices, self.mesh.tets
         Dm = np.stack([X[tets[:, k]] - X[tets[:, 0]] for k in (1, 2, 3)], -1)
         self.vol0 = np.linalg.det(Dm) / 6.0
@@ -95,12 +101,19 @@ class FEM(FramedState):
         G = np.einsum("ac,tkb->tabkc", np.eye(3), g).reshape(-1, 9, 12)
         sym = 0.5 * (np.eye(9) + np.eye(9).reshape(3, 3, 3, 3).transpose(1, 0, 2, 3).reshape(9, 9))
         trace = np.eye(3).reshape(1, 9)
-        A_mu = 2 * np.einsum("tai,ab,tbj->tij", G, sym.T @ sym, G)   # K / V = lambda A_la + mu A_mu
+        A_mu = 2 * np.einsum("tai,ab,tbj->tij", G, sym.T @ sym, G)   # K_e / V_e = lambda A_la + mu A_mu
         A_la = np.einsum("tai,ab,tbj->tij", G, trace.T @ trace, G)
-        self.eig_mu, self.eig_la = np.linalg.eigvalsh(A_mu)[:, -1], np.linalg.eigvalsh(A_la)[:, -1]
+        # Gershgorin on M^-1/2 K M^-1/2 (lumped M = density * vol_v): the largest eigenvalue is at most
+        # max over rows of sum_j |K_ij| / sqrt(m_i m_j) <= (lambda row_la + mu row_mu) / density. Unlike
+        # Irons' element bound, slivers count with their vertices' whole masses, not their own.
+        scale = 1 / np.sqrt(self.vol_v[np.repeat(tets, 3, axis=1)])  # (T, 12)
+        rows = lambda A: np.bincount(np.repeat(tets, 3, axis=1).ravel(), (np.abs(A * self.vol0[:, None, None])
+                                     * scale[:, :, None] * scale[:, None, :]).sum(2).ravel(), minlength=self.N)
+        # (a vertex's three rows summed: a bound on each, cheaper than keeping them apart)
+        self.row_mu, self.row_la = rows(A_mu), rows(A_la)
 
     def _check_stable(self, m):
-        """dt against the largest frequency: each element's own (Irons' bound, lumped mass) plus
+        """dt against the largest frequency: a Gershgorin bound of the lumped-mass stiffness plus
         the contact penalty's, damped by the larger of the material's and the contact's ratios."""
         E, nu, rho, beta = (np.asarray(m[k], float) for k in ("E", "nu", "density", "damping"))
         for k, ok in (("E", E > 0), ("nu", (nu > -1) & (nu < 0.5)), ("density", rho > 0), ("damping", beta >= 0)):
@@ -108,7 +121,7 @@ class FEM(FramedState):
                 raise ValueError(f"FEM parameter {k!r} out of range: {np.ravel(m[k])} (need E > 0, -1 < nu < 0.5, "
                                  "density > 0, damping >= 0)")
         mu, lam = E / (2 * (1 + nu)), E * nu / ((1 + nu) * (1 - 2 * nu))
-        w_el = 4.0 / rho * np.max(np.multiply.outer(lam, self.eig_la) + np.multiply.outer(mu, self.eig_mu), -1)
+        w_el = np.max(np.multiply.outer(lam, self.row_la) + np.multiply.outer(mu, self.row_mu), -1) / rho
         surf = self.area_v > 0
         w_c = self.contact_cfg["stiffness"] * E / self.h * np.max(self.area_v[surf] / self.vol_v[surf]) / rho \
             if self.NO else 0 * E
@@ -150,7 +163,7 @@ class FEM(FramedState):
     def _forces(self, f: ti.i32):
         for b in range(self.B):
             self.body[b, f + 1, 0] = col.advance(self.body[b, f, 0], self._velocity(b, f, 0), self.dt)
-            self.contact[b, f + 1, 0] = ti.Vector.zero(self.dtype, 3)
+            self.contact[b, f + 1, 0] = (1 - self._keep) * self.contact[b, f, 0]
             self.clock[b, f + 1, 0] = self.clock[b, f, 0] + self.dt
         for b, c in ti.ndrange(self.B, max(self.NO, 1)):
             self.pose[b, f + 1, c] = col.advance(self.pose[b, f, c], self._velocity(b, f, c + 1), self.dt)
@@ -213,7 +226,7 @@ class FEM(FramedState):
         xn = w * xm + (1 - w) * (x + self.dt * v2)
         self.x[b, f + 1, i] = xn
         self.v[b, f + 1, i] = (xn - x) / self.dt
-        self.contact[b, f + 1, 0] += (1 - w) * m / self.dt * (v2 - v1)
+        self.contact[b, f + 1, 0] += self._keep * (1 - w) * m / self.dt * (v2 - v1)
 
     @ti.func
     def _touch(self, b, f, c: ti.template(), x, v, i):

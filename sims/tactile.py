@@ -15,8 +15,8 @@ from . import tetmesh
 from .fem import FEM
 
 SENSOR = dict(gel={"kind": "dome", "radius": 0.012, "height": 0.004},
-              material=dict(E=3e5, nu=0.45, density=1000.0, damping=2e-4),
-              contact=dict(stiffness=20.0, damping=0.5, softness=2e-3, slip=1e-4),
+              material=dict(E=3e5, nu=0.4, density=1000.0, damping=1e-6),
+              contact=dict(stiffness=20.0, damping=0.5, softness=2e-3, slip=1e-4, filter=1e-4),
               markers=dict(rows=9, cols=9, pitch=0.0018))
 
 

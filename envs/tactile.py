@@ -1,0 +1,306 @@
+"""Tactile tasks: a GelSight-like sensor (sims/tactile.py) presses, slides on, and feels rigid objects.
+
+The task objects hold the set-up and the rules; the physics is sims/fem.py, the observations
+sims/tactile.py and render/tactile.py."""
+import numpy as np
+import torch
+
+from ..render.tactile import TactileCamera
+from ..render.world import WorldRenderer
+from ..sims import adjoint, tactile
+from . import config as configs
+
+
+class TactileTask:
+    """What the tactile tasks share: the sensor, its simulator, its actions and its pictures.
+    Subclasses set the config name and define observe, reward and obs_dim."""
+
+    name = "tactile_press"
+
+    def __init__(self, config=None, **overrides):
+        cfg = configs.load(self.name, config, **overrides)
+        configs.positive(cfg, "dt")
+        configs.positive(cfg, "substeps", "max_steps", kind=int)
+        self.cfg, self.substeps, self.max_steps = cfg, int(cfg["substeps"]), int(cfg["max_steps"])
+        self.sensor = tactile.Sensor(cfg["sensor"])
+        speed = np.asarray(cfg["max_speed"], float)
+        if speed.shape != (3,) or not (speed > 0).all():
+            raise ValueError(f"config key 'max_speed' needs 3 positive numbers (m/s along x, y, z), got {cfg['max_speed']}")
+        self.speed = torch.as_tensor(speed)
+        self.action_dim = 3
+        self.object = dict(cfg["object"])
+        self._optics = None
+
+    @property
+    def optics(self):
+        """The sensor's camera (render/tactile.py), made on first use."""
+        if self._optics is None:
+            self._optics = TactileCamera(self.sensor, self.cfg["optics"])
+        return self._optics
+
+    def make_sim(self, num_worlds):
+        c = self.cfg
+        K = int(c["segment"]) or adjoint.default_segment(self.substeps * self.max_steps)
+        return self.sensor.simulator([self.object], num_worlds=num_worlds, dt=c["dt"], segment=K,
+                                     body_pose=c["sensor_pose"])
+
+    def initial_state(self, sim, rng):
+        return sim.initial_state()
+
+    def to_sim(self, action):
+        """Actions in [-1, 1] -> the sensor's linear velocity (no turning), the object held still."""
+        v = action * self.speed.to(action.dtype)
+        zero = torch.zeros(action.shape[:-1] + (3,), dtype=action.dtype)
+        return torch.cat([v, zero, zero, zero], -1)
+
+    def step_index(self, state):
+        """The env step (integer tensor (...)) a state belongs to, from the simulator's clock."""
+        return torch.round(state[5][..., 0] / (self.cfg["dt"] * self.substeps)).long()
+
+    # -------------------------------------------------------------- shared observations
+    def forces(self, state):
+        """(normal, shear_x, shear_z) on the gel in the sensor's frame (..., 3), N."""
+        return self.sensor.forces(state[4], state[2])
+
+    def marker_shift(self, state):
+        """Marker displacements in the sensor's frame (..., M, 2) along x and z, in marker pitches."""
+        x = self.sensor.to_body(state[2], state[0])
+        d = self.sensor.markers(x) - self.sensor.rest_markers().to(x.dtype)
+        return d[..., [0, 2]] / self.sensor.cfg["markers"]["pitch"]
+
+    def draw(self, state, action=None):
+        """A side view of the gel's surface (its vertices as beads) and the object beside the
+        tactile image the sensor sees."""
+        x, body, pose = (torch.as_tensor(np.asarray(s)) for s in (state[0], state[2], state[3]))
+        if not hasattr(self, "_world"):
+            spec = {k: v for k, v in self.object.items() if k not in ("position", "quat", "friction")}
+            self._world = WorldRenderer(3, [spec], size=(240, 240))
+            self._surf = np.unique(self.sensor.mesh.surface)
+        centre = x[self._surf].mean(0).numpy() - [0, 0.004, 0]
+        cam = self._world.camera_3d(centre + np.array([0.0, 0.012, 0.045]), centre)
+        h = self.sensor.mesh.vertices[:, 1]
+        shade = np.clip(-h[self._surf] / max(-h.min(), 1e-30), 0, 1)[:, None]
+        colors = (1 - shade) * [0.55, 0.55, 0.6] + shade * [0.85, 0.75, 0.55]
+        side = self._world.frame(cam, x[self._surf].numpy(), 4e-4, colors, pose.numpy())
+        with torch.no_grad():
+            img = self.optics.image(self.sensor.to_body(body[None], x[None])[0]).numpy()
+        rep = max(1, side.shape[0] // img.shape[0])
+        img = np.repeat(np.repeat(img, rep, 0), rep, 1)
+        img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+        pad = np.full((side.shape[0], img.shape[1], 3), 255, np.uint8)
+        pad[:img.shape[0]] = img[:side.shape[0]]
+        return np.concatenate([side, pad], 1)
+
+
+class TactilePressTask(TactileTask):
+    """## Description
+    A GelSight-like sensor (a soft FEM dome on a rigid body) above a fixed rigid object
+    (configs/tactile_press.yaml). Press on the object so that the contact's normal force
+    follows a target profile in time, without slipping sideways.
+
+    ## Action space
+    Box(-1, 1, (3,)): the sensor's x, y, z velocity, scaled by `max_speed`, held for
+    `substeps` substeps. The sensor does not turn.
+
+    ## Observation space
+    Box(-inf, inf, (9,)): normal force and the two shear components in the sensor's frame
+    (over the profile's peak force), the sensor's displacement from its start (over
+    `travel`), the target force now and at the next step (over the peak), and the episode's
+    progress in [0, 1].
+
+    ## Rewards
+    -force * ((F_n - F*(t)) / F_peak)^2 - shear * |F_shear / F_peak|^2 - ctrl * |a|^2 per step.
+
+    ## Starting state
+    The gel at rest, its apex `gap` above the object (the config's poses).
+
+    ## Episode end
+    Truncated after max_steps env steps; never terminated.
+
+    ## Arguments
+    Any key of configs/tactile_press.yaml; config="file.yaml" reads overrides from a file.
+    Unknown keys raise ValueError.
+
+    ## Version history
+    v0: first release.
+    """
+
+    name = "tactile_press"
+    obs_dim = 9
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        prof = np.asarray(self.cfg["target_force"], float)
+        if prof.ndim != 2 or prof.shape[1] != 2 or not (np.diff(prof[:, 0]) > 0).all() or prof[:, 1].max() <= 0:
+            raise ValueError("config key 'target_force' must list [episode fraction, force] pairs with increasing "
+                             f"fractions and a positive peak, got {self.cfg['target_force']}")
+        frac = np.arange(self.max_steps + 2) / self.max_steps
+        self.target = torch.as_tensor(np.interp(frac, prof[:, 0], prof[:, 1]))  # F*(t) at steps 0..max_steps + 1
+        self.peak = float(prof[:, 1].max())
+
+    def observe(self, state, t):
+        f = self.forces(state) / self.peak
+        lead = f.shape[:-1]
+        start = torch.as_tensor(self.cfg["sensor_pose"][:3])
+        move = (state[2][..., 0, :3] - start.to(f.dtype)) / self.cfg["travel"]
+        tgt = self.target.to(f.dtype)[[t, t + 1]] / self.peak
+        prog = torch.full(lead + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        return torch.cat([f, move, tgt.expand(lead + (2,)), prog], -1)
+
+    def reward(self, prev, state, action):
+        w = self.cfg["reward"]
+        f = self.forces(state) / self.peak
+        err = f[..., 0] - self.target.to(f.dtype)[self.step_index(state)] / self.peak
+        return -w["force"] * err ** 2 - w["shear"] * (f[..., 1:] ** 2).sum(-1) - w["ctrl"] * (action ** 2).sum(-1)
+
+    def profile_error(self, normal):
+        """RMS of (F_n - F*) over the peak for a normal-force history (..., steps)."""
+        tgt = self.target.to(normal.dtype)[1:normal.shape[-1] + 1]
+        return ((normal - tgt) ** 2).mean(-1).sqrt() / self.peak
+
+
+def _yaw(angle):
+    """Unit quaternions (..., 4) of turns by angle (...) about +y."""
+    half = 0.5 * torch.as_tensor(angle)
+    zero = torch.zeros_like(half)
+    return torch.stack([torch.cos(half), zero, torch.sin(half), zero], -1)
+
+
+class TactileSlideTask(TactileTask):
+    """## Description
+    A rod (a capsule lying along x, turned by a random yaw about y and offset in z; the
+    pose is drawn at each reset) under a GelSight-like sensor that starts pressed on it
+    (configs/tactile_slide.yaml). Slide along the rod, keeping it under the gel's centre and
+    the normal force near its target, from the markers alone: the rod's pose is not observed.
+
+    ## Action space
+    Box(-1, 1, (3,)): the sensor's x, y, z velocity, scaled by `max_speed`.
+
+    ## Observation space
+    Box(-inf, inf, (2 M + 4,)): the M markers' x-z displacements in the sensor's frame (in
+    marker pitches), normal and shear forces (over `target_force`), and the progress in [0, 1].
+
+    ## Rewards
+    progress * dx / travel - offset * (lateral distance from the rod's axis / rod radius)^2
+    - force * ((F_n - target) / target)^2 - ctrl * |a|^2 per step.
+
+    ## Starting state
+    The sensor at its configured pose, its gel pressed `press` into the rod; the rod's yaw
+    uniform in +-max_yaw and its z offset uniform in +-max_offset (from the reset's seed).
+
+    ## Episode end
+    Truncated after max_steps env steps; never terminated.
+
+    ## Arguments
+    Any key of configs/tactile_slide.yaml. Unknown keys raise ValueError.
+
+    ## Version history
+    v0: first release.
+    """
+
+    name = "tactile_slide"
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.obs_dim = 2 * len(self.sensor.marker_tri) + 4
+        self.force_scale = float(self.cfg["target_force"])
+
+    def initial_state(self, sim, rng):
+        state = list(sim.initial_state())
+        pose = state[3].copy()
+        yaw = rng.uniform(-1, 1, sim.B) * np.radians(self.cfg["max_yaw"])
+        pose[:, 0, 2] += rng.uniform(-1, 1, sim.B) * self.cfg["max_offset"]
+        pose[:, 0, 3:] = _yaw(torch.as_tensor(yaw)).numpy()
+        state[3] = pose
+        return tuple(state)
+
+    def observe(self, state, t):
+        f = self.forces(state) / self.force_scale
+        shift = self.marker_shift(state).flatten(-2)
+        prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        return torch.cat([shift, f, prog], -1)
+
+    def offset(self, state):
+        """The gel centre's distance from the rod's axis in the x-z plane (...)."""
+        body, pose = state[2][..., 0, :], state[3][..., 0, :]
+        axis = tactile.quat_matrix(pose[..., 3:])[..., :, 0]
+        d = body[..., :3] - pose[..., :3]
+        lateral = d - (d * axis).sum(-1, keepdim=True) * axis
+        return torch.sqrt(lateral[..., 0] ** 2 + lateral[..., 2] ** 2 + 1e-30)
+
+    def reward(self, prev, state, action):
+        w, c = self.cfg["reward"], self.cfg
+        dx = (state[2][..., 0, 0] - prev[2][..., 0, 0]) / c["travel"]
+        off = self.offset(state) / self.object["radius"]
+        f = (self.forces(state)[..., 0] - c["target_force"]) / c["target_force"]
+        return w["progress"] * dx - w["offset"] * off ** 2 - w["force"] * f ** 2 - w["ctrl"] * (action ** 2).sum(-1)
+
+
+class TactilePoseTask(TactileTask):
+    """## Description
+    Estimate an object's pose from touch (configs/tactile_pose.yaml). A GelSight-like sensor
+    presses straight down on a rod (a capsule) whose x-z offset and yaw are drawn at each
+    reset; the press is scripted (`press_speed`). The action is the agent's estimate of the
+    pose. The physics answer is an inverse problem through the differentiable sensor:
+    `estimate_pose` fits the rod's pose to a tactile reading by gradient descent.
+
+    ## Action space
+    Box(-1, 1, (3,)): the estimated x offset, z offset (over max_offset) and yaw (over max_yaw).
+
+    ## Observation space
+    Box(-inf, inf, (2 M + 4,)): the markers' x-z displacements (marker pitches), normal and
+    shear forces (over `force_scale`), and the progress in [0, 1].
+
+    ## Rewards
+    -(the squared error of the normalised estimate) per step.
+
+    ## Starting state
+    The sensor at its configured pose, the rod's offsets uniform in +-max_offset and yaw
+    uniform in +-max_yaw (the reset's seed).
+
+    ## Episode end
+    Truncated after max_steps env steps; never terminated.
+
+    ## Arguments
+    Any key of configs/tactile_pose.yaml. Unknown keys raise ValueError.
+
+    ## Version history
+    v0: first release.
+    """
+
+    name = "tactile_pose"
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.obs_dim = 2 * len(self.sensor.marker_tri) + 4
+        self.force_scale = float(self.cfg["force_scale"])
+        self.press = torch.as_tensor([0.0, -float(self.cfg["press_speed"]), 0.0])
+
+    initial_state = TactileSlideTask.initial_state
+    observe = TactileSlideTask.observe
+
+    def to_sim(self, action):
+        """The scripted press: the sensor moves down at press_speed whatever the estimate."""
+        v = self.press.to(action.dtype).expand(action.shape[:-1] + (3,))
+        zero = torch.zeros(action.shape[:-1] + (3,), dtype=action.dtype)
+        return torch.cat([v, zero, zero, zero], -1)
+
+    def normalised_pose(self, state):
+        """The rod's (x, z, yaw) over (max_offset, max_offset, max_yaw) (..., 3)."""
+        pose = state[3][..., 0, :]
+        start = torch.as_tensor(self.object["position"], dtype=pose.dtype)
+        yaw = 2 * torch.atan2(pose[..., 5], pose[..., 3])
+        scale = torch.as_tensor([self.cfg["max_offset"]] * 2 + [np.radians(self.cfg["max_yaw"])], dtype=pose.dtype)
+        return torch.stack([pose[..., 0] - start[0], pose[..., 2] - start[2], yaw], -1) / scale
+
+    def reward(self, prev, state, action):
+        return -((action - self.normalised_pose(state)) ** 2).sum(-1)
+
+    def pose_state(self, sim, x, z, yaw):
+        """The initial state with the rod at offsets x, z (m) and yaw (rad): tensors (B,) that may
+        require gradients (torch), for the inverse problem."""
+        state = [torch.as_tensor(s) for s in sim.initial_state()]
+        base = state[3]
+        pos = base[..., :3] + torch.stack([x, torch.zeros_like(x), z], -1)[:, None]
+        state[3] = torch.cat([pos, _yaw(yaw)[:, None].to(base.dtype)], -1)
+        return tuple(state)
