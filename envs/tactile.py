@@ -7,7 +7,7 @@ import torch
 
 from ..render.tactile import TactileCamera
 from ..render.world import WorldRenderer
-from ..sims import adjoint, tactile
+from ..sims import adjoint, tactile, torch_ops
 from . import config as configs
 
 
@@ -112,7 +112,7 @@ class TactilePressTask(TactileTask):
     -force * ((F_n - F*(t)) / F_peak)^2 - shear * |F_shear / F_peak|^2 - ctrl * |a|^2 per step.
 
     ## Starting state
-    The gel at rest, its apex `gap` above the object (the config's poses).
+    The gel at rest, its apex touching the object (the config's poses).
 
     ## Episode end
     Truncated after max_steps env steps; never terminated.
@@ -153,10 +153,19 @@ class TactilePressTask(TactileTask):
         err = f[..., 0] - self.target.to(f.dtype)[self.step_index(state)] / self.peak
         return -w["force"] * err ** 2 - w["shear"] * (f[..., 1:] ** 2).sum(-1) - w["ctrl"] * (action ** 2).sum(-1)
 
-    def profile_error(self, normal):
-        """RMS of (F_n - F*) over the peak for a normal-force history (..., steps)."""
-        tgt = self.target.to(normal.dtype)[1:normal.shape[-1] + 1]
-        return ((normal - tgt) ** 2).mean(-1).sqrt() / self.peak
+    def metrics(self, actions):
+        """How open-loop actions (1, steps, 3) do: the normal force's RMS and largest error
+        against the profile, and the largest shear, each over the peak force."""
+        sim = self.make_sim(1)
+        with torch.no_grad():
+            state0 = tuple(torch.as_tensor(s) for s in sim.initial_state())
+            states, _ = torch_ops.rollout(sim, state0, None, self.to_sim(actions.to(torch.float64)),
+                                          substeps=self.substeps)
+            f = self.forces(states)[0] / self.peak
+            err = f[:, 0] - self.target[1:len(f) + 1] / self.peak
+        sim.free()
+        return {"force_rms_error": float(err.pow(2).mean().sqrt()), "force_max_error": float(err.abs().max()),
+                "max_shear": float(f[:, 1:].norm(dim=-1).max()), "peak_force_N": self.peak}
 
 
 def _yaw(angle):

@@ -53,6 +53,9 @@ def run(cfg_path, methods=None, out=None, iterations=None, progress=True):
                "methods": {m: {"best_return": r["best_return"], "final_return": r["curve"][-1][1],
                                "simulated_substeps": r["curve"][-1][0], "seconds": round(r["seconds"], 2),
                                "curve": r["curve"]} for m, r in results.items()}}
+    if hasattr(task, "metrics"):  # a task's own measure of how its best actions did (e.g. a force error)
+        for m, r in results.items():
+            summary["methods"][m]["metrics"] = task.metrics(r["best_actions"])
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
@@ -82,7 +85,8 @@ def main():
     a = p.parse_args()
     s = run(a.config, a.method, a.out, a.iterations)
     for m, r in s["methods"].items():
-        print(f"{m:>7}: best return {r['best_return']:8.3f} after {r['simulated_substeps']:>9,} substeps ({r['seconds']} s)")
+        print(f"{m:>7}: best return {r['best_return']:8.3f} after {r['simulated_substeps']:>9,} substeps ({r['seconds']} s)"
+              + "".join(f", {k} {v:.4g}" for k, v in r.get("metrics", {}).items()))
     print(f"{'no-op':>7}: return {s['noop_return']:8.3f}")
     print(f"outputs in {s['out']}/")
 
