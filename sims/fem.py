@@ -52,11 +52,12 @@ class FEM(FramedState):
     """
 
     def __init__(self, mesh, num_worlds=1, dt=1e-5, segment=32, material=None, gravity=(0.0, -9.8, 0.0),
-                 mount=None, body_pose=(0, 0, 0, 1, 0, 0, 0), objects=None, contact=None):
+                 mount=None, body_pose=(0, 0, 0, 1, 0, 0, 0), objects=None, contact=None, coupled=False):
         init()
         self.mesh = mesh
         self.N, self.T = len(mesh.vertices), len(mesh.tets)
         self.B, self.K, self.dt, self.dim = int(num_worlds), int(segment), float(dt), 3
+        self.coupled = bool(coupled)  # a coupling (sims/coupling.py) adds its force f_cpl per substep
         material = _checked("material", MATERIAL, material)
         self.contact_cfg = c = _checked("contact", CONTACT, contact)
         self._c = SimpleNamespace(**c)
@@ -143,6 +144,10 @@ class FEM(FramedState):
         self.f_int = ti.Vector.field(3, dt, needs_grad=True)
         fb.dense(ti.ij, (B, N)).place(self.f_int, self.f_int.grad)
         self._scratch = (self.f_int,)
+        if self.coupled:
+            self.f_cpl = ti.Vector.field(3, dt, needs_grad=True)
+            fb.dense(ti.ij, (B, N)).place(self.f_cpl, self.f_cpl.grad)
+            self._scratch += (self.f_cpl,)
         self.tets = ti.Vector.field(4, ti.i32)
         self.Dm_inv_f, self.vol0_f = ti.Matrix.field(3, 3, dt), ti.field(dt)
         fb.dense(ti.i, T).place(self.tets, self.Dm_inv_f, self.vol0_f)
@@ -214,7 +219,10 @@ class FEM(FramedState):
     def _integrate(self, b, f, i):
         m = self.density[b] * self.vol_v_f[i]
         x = self.x[b, f, i]
-        v1 = self.v[b, f, i] + self.dt * (self.f_int[b, i] / m + ti.Vector(self.gravity, self.dtype))
+        fc = ti.Vector.zero(self.dtype, 3)  # the coupled MPM body's push (sims/coupling.py)
+        if ti.static(self.coupled):
+            fc = self.f_cpl[b, i]
+        v1 = self.v[b, f, i] + self.dt * ((self.f_int[b, i] + fc) / m + ti.Vector(self.gravity, self.dtype))
         v2 = v1
         for c in ti.static(range(self.NO)):
             v2 = self._touch(b, f, c, x, v2, i)
@@ -226,7 +234,7 @@ class FEM(FramedState):
         xn = w * xm + (1 - w) * (x + self.dt * v2)
         self.x[b, f + 1, i] = xn
         self.v[b, f + 1, i] = (xn - x) / self.dt
-        self.contact[b, f + 1, 0] += self._keep * (1 - w) * m / self.dt * (v2 - v1)
+        self.contact[b, f + 1, 0] += self._keep * (1 - w) * (m / self.dt * (v2 - v1) + fc)
 
     @ti.func
     def _touch(self, b, f, c: ti.template(), x, v, i):

@@ -152,7 +152,7 @@ class MPM(FramedState):
         for I in ti.grouped(self.grid_m):
             self._grid_update(I, f)
         for b, p in ti.ndrange(self.B, self.P):
-            self._g2p(b, f, p)
+            self._g2p(b, f, p, self.grid_v)
 
     @ti.func
     def _velocity(self, b, f, c):
@@ -328,12 +328,14 @@ class MPM(FramedState):
         self.grid_v[I] = vg
 
     @ti.func
-    def _g2p(self, b, f, p):
+    def _g2p(self, b, f, p, grid: ti.template()):
+        """Particle p's new velocity, affine field and position from the grid velocity field `grid`
+        (grid_v; a coupled unit passes its own, sims/coupling.py)."""
         base, fx, w = self._stencil(self.x[b, f, p])
         new_v = ti.Vector.zero(self.dtype, self.dim)
         moment = ti.Matrix.zero(self.dtype, self.dim, self.dim)  # sum of w v (x) off; off constant
         for off in ti.static(ti.grouped(ti.ndrange(*((3,) * self.dim)))):
-            wv = self._weight(w, off) * self.grid_v[self._node(b, base, off)]
+            wv = self._weight(w, off) * grid[self._node(b, base, off)]
             new_v += wv
             moment += wv.outer_product(off)
         self.v[b, f + 1, p] = new_v
