@@ -4,13 +4,16 @@ problem side by side; then MLS-MPM (`--mpm`, on by default): particle-substeps/s
 3D with compile times, peak memory against horizon, and DiffTaichi's diffmpm side by side;
 then the renderers (`--render`, on by default; scripts/bench_render.py): spheres, a mesh, the
 environments' frames and the SDF tracer's memory at 256x256 in f32, with Mitsuba 3 on the same
-scenes when it is installed (under "render" in the JSON).
+scenes when it is installed (under "render" in the JSON); then the FEM (`--fem`, on by
+default; scripts/bench_fem.py): tet-substeps/s forward and backward on an 8k-tet dome and a
+30k-tet block with a sphere in contact, and the tactile sensor's image and marker projection
+per frame, in f32 (under "fem" in the JSON).
 
-    python scripts/bench.py [--quick] [--no-mass-spring] [--no-mpm] [--no-render] [--cold-3d]
+    python scripts/bench.py [--quick] [--no-mass-spring] [--no-mpm] [--no-render] [--no-fem] [--cold-3d]
                             [--out outputs/bench.json] [--arch cpu]
 
 --no-mass-spring leaves out the mass-spring sections (1-4), so that e.g.
-`--no-mass-spring --no-mpm` runs the render section alone.
+`--no-mass-spring --no-mpm --no-fem` runs the render section alone.
 
 Writes JSON to --out and the printed plain-text table next to it (same name, .md).
 Taichi starts once per process, so the runs that need float64 or a clean memory figure
@@ -36,7 +39,8 @@ import taichi as ti
 import yaml
 from tqdm import tqdm
 
-import bench_render  # scripts/ is on sys.path when this file runs as a script
+import bench_fem  # scripts/ is on sys.path when this file runs as a script
+import bench_render
 from diffsuite.sims import adjoint, designs, gradcheck, init, sampling
 from diffsuite.sims.mass_spring import MassSpring
 from diffsuite.sims.mpm import MPM
@@ -406,6 +410,8 @@ def table(r):
         lines += [""] + mpm_table(r["mpm"])
     if "render" in r:
         lines += [""] + bench_render.table(r["render"])
+    if "fem" in r:
+        lines += [""] + bench_fem.table(r["fem"])
     return "\n".join(lines)
 
 
@@ -518,11 +524,11 @@ def mpm_table(m):
     return lines
 
 
-def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False, mass_spring=True, render=False):
+def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False, mass_spring=True, render=False, fem=False):
     """sizes: the mass-spring sizes (FULL or QUICK), run unless mass_spring is False;
-    mpm_sizes: MPM_FULL or MPM_QUICK, or None for no MPM; render: the render section."""
+    mpm_sizes: MPM_FULL or MPM_QUICK, or None for no MPM; render, fem: those sections."""
     total = ((2 * len(sizes["throughput_B"]) + 5 if mass_spring else 0) + (mpm_steps(mpm_sizes) if mpm_sizes else 0)
-             + (bench_render.steps(quick) if render else 0))
+             + (bench_render.steps(quick) if render else 0) + (bench_fem.steps(quick) if fem else 0))
     steps = tqdm(total=total, desc="bench", disable=None)
 
     def step(label, fn, *a, **kw):
@@ -539,6 +545,8 @@ def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False, mass_spring=True,
         r["mpm"] = run_mpm(arch, mpm_sizes, step, cold_3d)
     if render:
         r["render"] = bench_render.run(arch, quick, step)
+    if fem:
+        r["fem"] = bench_fem.run(arch, quick, step)
     steps.close()
     return r
 
@@ -577,8 +585,11 @@ def main(argv=None):
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
                    help="also benchmark the renderers, and Mitsuba 3 if installed (default on; --quick: tiny "
                         "sizes, no Mitsuba)")
+    p.add_argument("--fem", action=argparse.BooleanOptionalAction, default=True,
+                   help="also benchmark the tetrahedral FEM and the tactile optics (default on; --quick: tiny sizes)")
     p.add_argument("--mass-spring", action=argparse.BooleanOptionalAction, default=True,
-                   help="benchmark the mass-spring walker (default on; --no-mass-spring --no-mpm: render only)")
+                   help="benchmark the mass-spring walker (default on; --no-mass-spring --no-mpm --no-fem: "
+                        "render only)")
     p.add_argument("--cold-3d", action="store_true",
                    help="time the 3D MPM compile with an empty Taichi offline cache (adds several minutes)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -590,7 +601,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     mpm_sizes = (MPM_QUICK if args.quick else MPM_FULL) if args.mpm else None
     result = run_all(args.arch, QUICK if args.quick else FULL, args.quick, mpm_sizes, args.cold_3d,
-                     mass_spring=args.mass_spring, render=args.render)
+                     mass_spring=args.mass_spring, render=args.render, fem=args.fem)
     result["wall_s"] = time.perf_counter() - t0
     text = table(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,5 +1,5 @@
 """scripts/bench.py --quick runs end to end and writes sane JSON (numbers only, no timing asserts),
-mass-spring, MPM and render sections all. Needs no Mitsuba: quick mode skips its rows."""
+mass-spring, MPM, render and FEM sections all. Needs no Mitsuba: quick mode skips its rows."""
 import json
 import math
 import os
@@ -116,3 +116,26 @@ def test_bench_quick_writes_json_and_table(tmp_path):
                 assert _positive(row[key]), (key, row)
         else:  # "skipped (quick)", "not installed", a failure
             assert isinstance(row if isinstance(row, str) else row["result"], str), row
+
+    # FEM (--fem is on by default; --quick: one tiny block at B = 1 and 2, one small image size)
+    assert "FOTS" in (tmp_path / "b.md").read_text()
+    fe = r["fem"]
+    assert fe["fp"] == "f32" and fe["quick"] is True
+    assert sorted(t["B"] for t in fe["throughput"]) == [1, 2]
+    for t in fe["throughput"]:
+        for key in ("forward_s", "backward_s", "backward_over_forward", "tet_substeps_per_s",
+                    "backward_tet_substeps_per_s", "first_forward_s", "first_backward_s", "dt", "dt_limit",
+                    "contact_force_N"):
+            assert _positive(t[key]), (key, t)
+        for key in ("compile_forward_s", "compile_backward_s"):
+            assert math.isfinite(t[key]) and t[key] >= 0, (key, t)
+        assert t["tets"] > 0 and t["T"] > 0 and 0 < t["K"] <= t["T"] and t["dt"] < t["dt_limit"], t
+    tac = fe["tactile"]
+    assert len(tac["images"]) == 1 and tac["faces"] > 0
+    for im in tac["images"]:
+        for key in ("first_s", "forward_ms", "images_per_s", "fwd_bwd_first_s", "fwd_bwd_ms", "fwd_bwd_images_per_s"):
+            assert _positive(im[key]), (key, im)
+        assert im["pixels"] == im["width"] * im["height"]
+    mk = tac["markers"]
+    assert mk["markers"] > 0 and _positive(mk["ms"]) and _positive(mk["frames_per_s"])
+    assert fe["fots"]["images_per_s"] == 28.6
