@@ -9,7 +9,7 @@ from .gym_env import GymEnv, VecEnv
 from .rope import RopeShapeTask
 from .shaping import ShapingTask
 from .soft_walker import SoftWalkerTask
-from .tactile import TactilePoseTask, TactilePressTask, TactileSlideTask
+from .tactile import TactileDoughTask, TactilePoseTask, TactilePressTask, TactileSlideTask
 from .walker import WalkerTask
 
 
@@ -27,7 +27,7 @@ TASKS = {"diffsuite/MassSpringWalker-v0": WalkerTask, "diffsuite/SoftWalker-v0":
          "diffsuite/FluidTransport-v0": FluidTransportTask,
          "diffsuite/RopeShape-v0": RopeShapeTask,
          "diffsuite/TactilePress-v0": TactilePressTask, "diffsuite/TactileSlide-v0": TactileSlideTask,
-         "diffsuite/TactilePose-v0": TactilePoseTask}
+         "diffsuite/TactilePose-v0": TactilePoseTask, "diffsuite/TactileDough-v0": TactileDoughTask}
 
 
 def _env(task_cls):
@@ -54,4 +54,4 @@ for _id, _task in TASKS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_env(_task), vector_entry_point=_vec(_task))
 
-__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "FluidTransportTask", "RopeShapeTask", "TactilePressTask", "TactileSlideTask", "TactilePoseTask", "TASKS", "make_diff"]
+__all__ = ["DiffEnv", "GymEnv", "VecEnv", "WalkerTask", "SoftWalkerTask", "ShapingTask", "FluidTransportTask", "RopeShapeTask", "TactilePressTask", "TactileSlideTask", "TactilePoseTask", "TactileDoughTask", "TASKS", "make_diff"]

@@ -7,7 +7,9 @@ import torch
 
 from ..render.tactile import TactileCamera
 from ..render.world import WorldRenderer
-from ..sims import adjoint, tactile, torch_ops
+from ..sims import adjoint, sampling, tactile, torch_ops
+from ..sims.coupling import GelMPM
+from ..sims.mpm import MPM
 from . import config as configs
 
 
@@ -247,14 +249,16 @@ class TactileSlideTask(TactileTask):
 
 class TactilePoseTask(TactileTask):
     """## Description
-    Estimate an object's pose from touch (configs/tactile_pose.yaml). A GelSight-like sensor
-    presses straight down on a rod (a capsule) whose x-z offset and yaw are drawn at each
-    reset; the press is scripted (`press_speed`). The action is the agent's estimate of the
-    pose. The physics answer is an inverse problem through the differentiable sensor:
-    `estimate_pose` fits the rod's pose to a tactile reading by gradient descent.
+    Estimate an object's pose by touch (configs/tactile_pose.yaml). A short rod (a capsule)
+    lies under a GelSight-like sensor, its x-z offset and yaw drawn at each reset. The agent
+    moves the sensor (press, then rub: markers in contact stick to the rod while the rest of
+    the gel moves on, which shows where the rod lies) and says where the rod is. The physics
+    answer is an inverse problem through the differentiable sensor: envs/sysid.fit_tactile
+    fits the pose (and the gel's E) to one recorded probe by gradient descent.
 
     ## Action space
-    Box(-1, 1, (3,)): the estimated x offset, z offset (over max_offset) and yaw (over max_yaw).
+    Box(-1, 1, (6,)): the sensor's x, y, z velocity (over `max_speed`), then the estimated
+    x offset, z offset (over max_offset) and yaw (over max_yaw).
 
     ## Observation space
     Box(-inf, inf, (2 M + 4,)): the markers' x-z displacements (marker pitches), normal and
@@ -281,18 +285,16 @@ class TactilePoseTask(TactileTask):
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
+        self.action_dim = 6
         self.obs_dim = 2 * len(self.sensor.marker_tri) + 4
         self.force_scale = float(self.cfg["force_scale"])
-        self.press = torch.as_tensor([0.0, -float(self.cfg["press_speed"]), 0.0])
 
     initial_state = TactileSlideTask.initial_state
     observe = TactileSlideTask.observe
 
     def to_sim(self, action):
-        """The scripted press: the sensor moves down at press_speed whatever the estimate."""
-        v = self.press.to(action.dtype).expand(action.shape[:-1] + (3,))
-        zero = torch.zeros(action.shape[:-1] + (3,), dtype=action.dtype)
-        return torch.cat([v, zero, zero, zero], -1)
+        """The first three actions move the sensor; the estimate moves nothing."""
+        return TactileTask.to_sim(self, action[..., :3])
 
     def normalised_pose(self, state):
         """The rod's (x, z, yaw) over (max_offset, max_offset, max_yaw) (..., 3)."""
@@ -303,7 +305,19 @@ class TactilePoseTask(TactileTask):
         return torch.stack([pose[..., 0] - start[0], pose[..., 2] - start[2], yaw], -1) / scale
 
     def reward(self, prev, state, action):
-        return -((action - self.normalised_pose(state)) ** 2).sum(-1)
+        return -((action[..., 3:] - self.normalised_pose(state)) ** 2).sum(-1)
+
+    def probe(self, segments):
+        """Open-loop actions (1, max_steps, 6) of a scripted probe: segments of [until (episode
+        fraction), vx, vy, vz (m/s)], the estimate zero."""
+        seg = np.asarray(segments, float)
+        if seg.ndim != 2 or seg.shape[1] != 4 or not (np.diff(seg[:, 0]) > 0).all():
+            raise ValueError(f"probe must list [until, vx, vy, vz] rows with increasing 'until', got {segments}")
+        t = (np.arange(self.max_steps) + 0.5) / self.max_steps
+        v = seg[np.minimum(np.searchsorted(seg[:, 0], t), len(seg) - 1), 1:] / self.speed.numpy()
+        if np.abs(v).max() > 1:
+            raise ValueError(f"probe speeds {segments} exceed max_speed {self.speed.tolist()}")
+        return torch.as_tensor(np.concatenate([v, np.zeros_like(v)], -1)[None])
 
     def pose_state(self, sim, x, z, yaw):
         """The initial state with the rod at offsets x, z (m) and yaw (rad): tensors (B,) that may
@@ -313,3 +327,89 @@ class TactilePoseTask(TactileTask):
         pos = base[..., :3] + torch.stack([x, torch.zeros_like(x), z], -1)[:, None]
         state[3] = torch.cat([pos, _yaw(yaw)[:, None].to(base.dtype)], -1)
         return tuple(state)
+
+
+class TactileDoughTask(TactileTask):
+    """## Description
+    A GelSight-like sensor presses a block of plasticine (MLS-MPM) down to a target height
+    while feeling the force (configs/tactile_dough.yaml): the soft gel and the dough push each
+    other through the MPM grid (sims/coupling.py), so the gel's markers and force show the
+    dough's resistance. The scene lives in the MPM grid's unit cube: a large sensor.
+
+    ## Action space
+    Box(-1, 1, (3,)): the sensor's x, y, z velocity, scaled by `max_speed`.
+
+    ## Observation space
+    Box(-inf, inf, (9,)): normal and shear force (over `max_force`), the sensor's displacement
+    (over `travel`), the dough's mean height and its height spread (over `travel`), and the
+    progress in [0, 1].
+
+    ## Rewards
+    shape * (decrease of (mean height - target)^2 / travel^2) - force * relu(F_n / max_force - 1)^2
+    - ctrl * |a|^2 per step.
+
+    ## Starting state
+    The dough at rest on the floor, the gel's apex just above it.
+
+    ## Episode end
+    Truncated after max_steps env steps; never terminated.
+
+    ## Arguments
+    Any key of configs/tactile_dough.yaml. Unknown keys raise ValueError.
+
+    ## Version history
+    v0: first release.
+    """
+
+    name = "tactile_dough"
+    obs_dim = 9
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.particles = sampling.sample(self.cfg["dough"], self.cfg["particle_spacing"])
+        self.floor = 3.0 / self.cfg["n_grid"]
+
+    def make_sim(self, num_worlds):
+        c = self.cfg
+        K = int(c["segment"]) or adjoint.default_segment(self.substeps * self.max_steps)
+        fem = self.sensor.simulator([], num_worlds=num_worlds, dt=c["dt"], segment=K, body_pose=c["sensor_pose"],
+                                    gravity=(0.0, c["gravity"], 0.0), coupled=True)
+        mpm = MPM({"x": self.particles, "vol": np.full(len(self.particles), c["particle_spacing"] ** 3)},
+                  [c["material"]], num_worlds=num_worlds, n_grid=c["n_grid"], dt=c["dt"], segment=K,
+                  gravity=c["gravity"], friction=c["friction"])
+        return GelMPM(fem, mpm, friction=c["gel_friction"])
+
+    def to_sim(self, action):
+        """The sensor's linear velocity; it does not turn."""
+        v = action * self.speed.to(action.dtype)
+        return torch.cat([v, torch.zeros_like(v)], -1)
+
+    def _height(self, state):
+        y = state[6][..., 1]
+        return y.mean(-1), y.std(-1)
+
+    def observe(self, state, t):
+        f = self.forces(state) / self.cfg["max_force"]
+        move = (state[2][..., 0, :3] - torch.as_tensor(self.cfg["sensor_pose"][:3], dtype=f.dtype)) / self.cfg["travel"]
+        mean, spread = self._height(state)
+        prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        return torch.cat([f, move, ((mean - self.floor) / self.cfg["travel"])[..., None],
+                          (spread / self.cfg["travel"])[..., None], prog], -1)
+
+    def reward(self, prev, state, action):
+        w, c = self.cfg["reward"], self.cfg
+        gap = lambda s: ((self._height(s)[0] - c["target_height"]) / c["travel"]) ** 2
+        over = torch.relu(self.forces(state)[..., 0] / c["max_force"] - 1.0)
+        return w["shape"] * (gap(prev) - gap(state)) - w["force"] * over ** 2 - w["ctrl"] * (action ** 2).sum(-1)
+
+    def draw(self, state, action=None):
+        """The dough's particles and the gel's surface vertices, from the side."""
+        x, gel = np.asarray(state[6]), np.asarray(state[0])
+        if not hasattr(self, "_world"):
+            self._world = WorldRenderer(3, ground=self.floor, size=(240, 240), cell=0.1)
+            self._surf = np.unique(self.sensor.mesh.surface)
+        pts = np.concatenate([x, gel[self._surf]])
+        colors = np.concatenate([np.tile([0.85, 0.6, 0.35], (len(x), 1)), np.tile([0.55, 0.6, 0.7], (len(self._surf), 1))])
+        centre = np.array([0.5, 0.25, 0.5])
+        cam = self._world.camera_3d(centre + np.array([0.35, 0.3, 0.9]), centre)
+        return self._world.frame(cam, pts, 0.5 * self.cfg["particle_spacing"], colors)

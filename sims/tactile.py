@@ -40,11 +40,13 @@ class Sensor:
         self.marker_tri, self.marker_bary = self._markers(self.cfg["markers"])
 
     def simulator(self, objects=(), num_worlds=1, dt=1e-5, segment=32, body_pose=(0, 0, 0, 1, 0, 0, 0),
-                  gravity=(0.0, 0.0, 0.0)):
+                  gravity=(0.0, 0.0, 0.0), coupled=False):
         """The FEM of this gel mounted on the sensor body (starting at body_pose), touching
-        objects (sims/sdf.py shapes with position, quat, friction)."""
+        objects (sims/sdf.py shapes with position, quat, friction); coupled: ready for an MPM
+        body (sims/coupling.py)."""
         return FEM(self.mesh, num_worlds=num_worlds, dt=dt, segment=segment, material=self.cfg["material"],
-                   contact=self.cfg["contact"], objects=list(objects), body_pose=body_pose, gravity=gravity)
+                   contact=self.cfg["contact"], objects=list(objects), body_pose=body_pose, gravity=gravity,
+                   coupled=coupled)
 
     def _markers(self, spec):
         """A rows x cols grid in the x-z plane, each point dropped along -y onto the contact surface."""
