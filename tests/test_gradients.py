@@ -6,7 +6,7 @@
   their special cases) for every material;
 - MPM repeatability to a tolerance (P2G's parallel float atomics sum in any order);
 - f32 (the default runtime) against f64, in a subprocess: a tiny 3D fixed-corotated block on
-  the spectral path and the mass-spring walker.
+  the spectral path, the mass-spring walker and a small FEM gel pressed by a sphere.
 
 Cost: one 2D MPM configuration (five blocks, one per material, separated by more than the
 B-spline stencil, so each block's loss depends only on its own inputs) serves the first three;
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from diffsuite.sims import adjoint, designs, gradcheck, sampling
+from diffsuite.sims import adjoint, designs, gradcheck, sampling, tetmesh
+from diffsuite.sims.fem import FEM
 from diffsuite.sims.mass_spring import MassSpring
 from diffsuite.sims.mpm import MPM
 
@@ -293,6 +294,19 @@ def _precision_problems():
     out["walker"] = dict(loss=float((outs[0] * wx).sum() + (fin[1] ** 2).sum()),
                          grads=dict(x0=gx, v0=gv, u=gu, k=gp["stiffness"]))
     walker.free()
+    # a small FEM gel pressed by a sphere under one of its bottom vertices (40 substeps, two segments)
+    ball = {"shape": "sphere", "radius": 0.01, "position": [0.0035, -0.0198, 0.0032], "friction": 0.5}
+    gel = FEM(tetmesh.box([0.02, 0.01, 0.02], [3, 2, 3]), dt=2e-5, segment=20, objects=[ball],
+              material=dict(E=1e5, nu=0.4, density=1000.0, damping=2e-4))
+    x0, v0, body, pose, contact, clock = gel.initial_state()
+    v0 = 0.01 * rng.standard_normal(v0.shape)
+    u = rng.uniform(-0.1, 0.1, (1, 40, gel.A)) + np.r_[[0.0] * 7, 0.5, 0, 0, 0, 0]
+    w = rng.standard_normal(x0.shape) * 1e3
+    _, fin, tape = adjoint.forward(gel, (x0, v0, body, pose, contact, clock), u)
+    (gx, gv, _, gpose, _, _), gu, gp = adjoint.backward(gel, tape, None, [w, 2 * fin[1]])
+    out["fem"] = dict(loss=float(((fin[0] - x0) * w).sum() + (fin[1] ** 2).sum()),
+                      grads=dict(x0=gx, v0=gv, u=gu, pose=gpose[..., :3], E=gp["E"], density=gp["density"]))
+    gel.free()
     return {name: dict(loss=r["loss"], grads={k: np.asarray(v, np.float64).tolist() for k, v in r["grads"].items()})
             for name, r in out.items()}
 
@@ -353,6 +367,7 @@ def test_f32_matches_f64(_f32_subprocess, tmp_path):
             a, b = np.ravel(r32["grads"][k]), np.ravel(g64)
             assert np.isfinite(a).all(), (name, k)
             na, nb = np.linalg.norm(a), np.linalg.norm(b)
-            assert nb > 0 and abs(na / nb - 1) <= 1e-3, (name, k, na, nb)
+            # the FEM's parameter gradients sum every tet's share by float atomics: 5e-3 in f32
+            assert nb > 0 and abs(na / nb - 1) <= (5e-3 if name == "fem" else 1e-3), (name, k, na, nb)
             cos = float(a @ b / (na * nb))
             assert cos > 0.999, (name, k, cos)
