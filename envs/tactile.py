@@ -196,7 +196,7 @@ class TactileSlideTask(TactileTask):
     - force * ((F_n - target) / target)^2 - ctrl * |a|^2 per step.
 
     ## Starting state
-    The sensor at its configured pose, its gel pressed `press` into the rod; the rod's yaw
+    The sensor at its configured pose, its gel pressed into the rod (the config's poses); the rod's yaw
     uniform in +-max_yaw and its z offset uniform in +-max_offset (from the reset's seed).
 
     ## Episode end
