@@ -251,14 +251,15 @@ class TactilePoseTask(TactileTask):
     """## Description
     Estimate an object's pose by touch (configs/tactile_pose.yaml). A short rod (a capsule)
     lies under a GelSight-like sensor, its x-z offset and yaw drawn at each reset. The agent
-    moves the sensor (press, then rub: markers in contact stick to the rod while the rest of
-    the gel moves on, which shows where the rod lies) and says where the rod is. The physics
+    moves the sensor (press, then rub and twist: the gel in contact sticks to the rod while the
+    rest moves on, which shows where the rod lies) and says where the rod is. The physics
     answer is an inverse problem through the differentiable sensor: envs/sysid.fit_tactile
     fits the pose (and the gel's E) to one recorded probe by gradient descent.
 
     ## Action space
-    Box(-1, 1, (6,)): the sensor's x, y, z velocity (over `max_speed`), then the estimated
-    x offset, z offset (over max_offset) and yaw (over max_yaw).
+    Box(-1, 1, (7,)): the sensor's x, y, z velocity (over `max_speed`) and its turn rate about
+    its axis (over `max_turn`), then the estimated x offset, z offset (over max_offset) and yaw
+    (over max_yaw).
 
     ## Observation space
     Box(-inf, inf, (2 M + 4,)): the markers' x-z displacements (marker pitches), normal and
@@ -285,16 +286,20 @@ class TactilePoseTask(TactileTask):
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
-        self.action_dim = 6
+        self.action_dim = 7
         self.obs_dim = 2 * len(self.sensor.marker_tri) + 4
         self.force_scale = float(self.cfg["force_scale"])
+        configs.positive(self.cfg, "max_turn")
 
     initial_state = TactileSlideTask.initial_state
     observe = TactileSlideTask.observe
 
     def to_sim(self, action):
-        """The first three actions move the sensor; the estimate moves nothing."""
-        return TactileTask.to_sim(self, action[..., :3])
+        """The first four actions move and turn the sensor; the estimate moves nothing."""
+        v = action[..., :3] * self.speed.to(action.dtype)
+        w = action[..., 3:4] * self.cfg["max_turn"]
+        zero = torch.zeros_like(w)
+        return torch.cat([v, zero, w, zero, torch.zeros_like(v), torch.zeros_like(v)], -1)
 
     def normalised_pose(self, state):
         """The rod's (x, z, yaw) over (max_offset, max_offset, max_yaw) (..., 3)."""
@@ -305,19 +310,21 @@ class TactilePoseTask(TactileTask):
         return torch.stack([pose[..., 0] - start[0], pose[..., 2] - start[2], yaw], -1) / scale
 
     def reward(self, prev, state, action):
-        return -((action[..., 3:] - self.normalised_pose(state)) ** 2).sum(-1)
+        return -((action[..., 4:] - self.normalised_pose(state)) ** 2).sum(-1)
 
     def probe(self, segments):
-        """Open-loop actions (1, max_steps, 6) of a scripted probe: segments of [until (episode
-        fraction), vx, vy, vz (m/s)], the estimate zero."""
+        """Open-loop actions (1, max_steps, 7) of a scripted probe: segments of [until (episode
+        fraction), vx, vy, vz (m/s), turn rate about the axis (rad/s)], the estimate zero."""
         seg = np.asarray(segments, float)
-        if seg.ndim != 2 or seg.shape[1] != 4 or not (np.diff(seg[:, 0]) > 0).all():
-            raise ValueError(f"probe must list [until, vx, vy, vz] rows with increasing 'until', got {segments}")
+        if seg.ndim != 2 or seg.shape[1] != 5 or not (np.diff(seg[:, 0]) > 0).all():
+            raise ValueError(f"probe must list [until, vx, vy, vz, wy] rows with increasing 'until', got {segments}")
         t = (np.arange(self.max_steps) + 0.5) / self.max_steps
-        v = seg[np.minimum(np.searchsorted(seg[:, 0], t), len(seg) - 1), 1:] / self.speed.numpy()
+        scale = np.r_[self.speed.numpy(), self.cfg["max_turn"]]
+        v = seg[np.minimum(np.searchsorted(seg[:, 0], t), len(seg) - 1), 1:] / scale
         if np.abs(v).max() > 1:
-            raise ValueError(f"probe speeds {segments} exceed max_speed {self.speed.tolist()}")
-        return torch.as_tensor(np.concatenate([v, np.zeros_like(v)], -1)[None])
+            raise ValueError(f"probe speeds {segments} exceed max_speed {self.speed.tolist()} or max_turn "
+                             f"{self.cfg['max_turn']}")
+        return torch.as_tensor(np.concatenate([v, np.zeros((len(v), 3))], -1)[None])
 
     def pose_state(self, sim, x, z, yaw):
         """The initial state with the rod at offsets x, z (m) and yaw (rad): tensors (B,) that may

@@ -50,7 +50,7 @@ def test_unknown_parameter_is_named(tmp_path):
 
 
 def test_tactile_fit_recovers_modulus_and_pose(tmp_path):
-    """A coarse flat gel, one probe (press, then rub), noise-free markers and force: E comes back
+    """A coarse flat gel, one probe (press, then rub and twist), noise-free markers and force: E comes back
     from 33% off; the pin's pose stays within 0.5 mm (the fit is local: its yaw is weakly seen)."""
     env = {"sensor": {"gel": {"cells": [8, 2, 8]}, "markers": {"rows": 5, "cols": 5, "pitch": 0.003}},
            "object": {"position": [0.0, -0.0071, 0.0]}, "max_steps": 12, "substeps": 25}
@@ -58,7 +58,8 @@ def test_tactile_fit_recovers_modulus_and_pose(tmp_path):
     cfg.write_text(yaml.safe_dump({"env": "diffsuite/TactilePose-v0", "env_config": env, "noise_px": [0.0],
                                    "guess": {"E": 2.0e5, "x": 0.0005, "z": -0.0003, "yaw": 6.0},
                                    "truth": {"E": 3.0e5, "x": 0.0008, "z": -0.0006, "yaw": 10.0},
-                                   "probe": [[0.5, 0.0, -0.3, 0.0], [1.0, 0.15, 0.0, 0.1]], "iterations": 35}))
+                                   "probe": [[0.5, 0.0, -0.3, 0.0, 0.0], [1.0, 0.15, 0.0, 0.1, 300.0]],
+                                   "iterations": 35}))
     s = sysid_script.run(str(cfg), out=str(tmp_path / "out"), progress=False)
     (r,) = s["runs"]
     assert r["error"]["E_rel"] < 0.05

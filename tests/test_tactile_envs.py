@@ -60,8 +60,8 @@ def test_pose_reward_is_the_estimate_error_and_the_state_holds_the_pose():
     env.reset(seed=3)
     truth = env.task.normalised_pose(env.state)
     assert (truth.abs() <= 1).all() and truth.std() > 0.1  # drawn per world
-    _, r_true, *_ = env.step(torch.cat([torch.zeros(3, 3, dtype=truth.dtype), truth], -1))
-    _, r_zero, *_ = env.step(torch.zeros(3, 6))
+    _, r_true, *_ = env.step(torch.cat([torch.zeros(3, 4, dtype=truth.dtype), truth], -1))
+    _, r_zero, *_ = env.step(torch.zeros(3, 7))
     assert r_true.abs().max() < 1e-12 and (r_zero < 0).all()
 
 
