@@ -31,6 +31,7 @@ class TactileTask:
         self.speed = torch.as_tensor(speed)
         self.action_dim = 3
         self.object = dict(cfg["object"])
+        self.n_objects = 1  # rigid objects in the simulator, each held still
         self._optics = None
 
     @property
@@ -51,9 +52,19 @@ class TactileTask:
 
     def to_sim(self, action):
         """Actions in [-1, 1] -> the sensor's linear velocity (no turning), the object held still."""
-        v = action * self.speed.to(action.dtype)
-        zero = torch.zeros(action.shape[:-1] + (3,), dtype=action.dtype)
-        return torch.cat([v, zero, zero, zero], -1)
+        return self.controls(action * self.speed.to(action.dtype))
+
+    def controls(self, velocity, turn=None):
+        """The simulator's controls: the sensor's linear velocity (..., 3) and its turn rate about
+        its axis y (..., 1; none: zero), every rigid object held still."""
+        zero = torch.zeros_like(velocity)
+        spin = zero if turn is None else torch.cat([zero[..., :1], turn, zero[..., :1]], -1)
+        return torch.cat([velocity, spin] + [zero, zero] * self.n_objects, -1)
+
+    def displacement(self, state):
+        """The sensor's displacement from its configured start (..., 3), over `travel`."""
+        start = torch.as_tensor(self.cfg["sensor_pose"][:3], dtype=state[2].dtype)
+        return (state[2][..., 0, :3] - start) / self.cfg["travel"]
 
     def step_index(self, state):
         """The env step (integer tensor (...)) a state belongs to, from the simulator's clock."""
@@ -78,12 +89,13 @@ class TactileTask:
             spec = {k: v for k, v in self.object.items() if k not in ("position", "quat", "friction")}
             self._world = WorldRenderer(3, [spec], size=(240, 240))
             self._surf = np.unique(self.sensor.mesh.surface)
-        centre = x[self._surf].mean(0).numpy() - [0, 0.004, 0]
-        cam = self._world.camera_3d(centre + np.array([0.0, 0.012, 0.045]), centre)
-        h = self.sensor.mesh.vertices[:, 1]
-        shade = np.clip(-h[self._surf] / max(-h.min(), 1e-30), 0, 1)[:, None]
+        span = float(np.ptp(self.sensor.mesh.vertices, 0).max())  # the view in the gel's own size
+        centre = x[self._surf].mean(0).numpy() - [0, span / 6, 0]
+        cam = self._world.camera_3d(centre + span * np.array([0.0, 0.5, 1.875]), centre)
+        h = self.sensor.mesh.vertices[:, 1]  # <= 0: the gel hangs below its base
+        shade = np.clip(h[self._surf] / h.min(), 0, 1)[:, None]
         colors = (1 - shade) * [0.55, 0.55, 0.6] + shade * [0.85, 0.75, 0.55]
-        side = self._world.frame(cam, x[self._surf].numpy(), 4e-4, colors, pose.numpy())
+        side = self._world.frame(cam, x[self._surf].numpy(), span / 60, colors, pose.numpy())
         with torch.no_grad():
             img = self.optics.image(self.sensor.to_body(body[None], x[None])[0]).numpy()
         rep = max(1, side.shape[0] // img.shape[0])
@@ -143,11 +155,9 @@ class TactilePressTask(TactileTask):
     def observe(self, state, t):
         f = self.forces(state) / self.peak
         lead = f.shape[:-1]
-        start = torch.as_tensor(self.cfg["sensor_pose"][:3])
-        move = (state[2][..., 0, :3] - start.to(f.dtype)) / self.cfg["travel"]
         tgt = self.target.to(f.dtype)[[t, t + 1]] / self.peak
         prog = torch.full(lead + (1,), float(t) / self.max_steps, dtype=f.dtype)
-        return torch.cat([f, move, tgt.expand(lead + (2,)), prog], -1)
+        return torch.cat([f, self.displacement(state), tgt.expand(lead + (2,)), prog], -1)
 
     def reward(self, prev, state, action):
         w = self.cfg["reward"]
@@ -231,20 +241,20 @@ class TactileSlideTask(TactileTask):
         prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
         return torch.cat([shift, f, prog], -1)
 
-    def offset(self, state):
-        """The gel centre's distance from the rod's axis in the x-z plane (...)."""
+    def offset_squared(self, state):
+        """The square of the gel centre's distance from the rod's axis in the x-z plane (...)."""
         body, pose = state[2][..., 0, :], state[3][..., 0, :]
         axis = tactile.quat_matrix(pose[..., 3:])[..., :, 0]
         d = body[..., :3] - pose[..., :3]
         lateral = d - (d * axis).sum(-1, keepdim=True) * axis
-        return torch.sqrt(lateral[..., 0] ** 2 + lateral[..., 2] ** 2 + 1e-30)
+        return lateral[..., 0] ** 2 + lateral[..., 2] ** 2
 
     def reward(self, prev, state, action):
         w, c = self.cfg["reward"], self.cfg
         dx = (state[2][..., 0, 0] - prev[2][..., 0, 0]) / c["travel"]
-        off = self.offset(state) / self.object["radius"]
+        off2 = self.offset_squared(state) / self.object["radius"] ** 2
         f = (self.forces(state)[..., 0] - c["target_force"]) / c["target_force"]
-        return w["progress"] * dx - w["offset"] * off ** 2 - w["force"] * f ** 2 - w["ctrl"] * (action ** 2).sum(-1)
+        return w["progress"] * dx - w["offset"] * off2 - w["force"] * f ** 2 - w["ctrl"] * (action ** 2).sum(-1)
 
 
 class TactilePoseTask(TactileTask):
@@ -296,10 +306,7 @@ class TactilePoseTask(TactileTask):
 
     def to_sim(self, action):
         """The first four actions move and turn the sensor; the estimate moves nothing."""
-        v = action[..., :3] * self.speed.to(action.dtype)
-        w = action[..., 3:4] * self.cfg["max_turn"]
-        zero = torch.zeros_like(w)
-        return torch.cat([v, zero, w, zero, torch.zeros_like(v), torch.zeros_like(v)], -1)
+        return self.controls(action[..., :3] * self.speed.to(action.dtype), action[..., 3:4] * self.cfg["max_turn"])
 
     def normalised_pose(self, state):
         """The rod's (x, z, yaw) over (max_offset, max_offset, max_yaw) (..., 3)."""
@@ -375,6 +382,7 @@ class TactileDoughTask(TactileTask):
         super().__init__(config, **overrides)
         self.particles = sampling.sample(self.cfg["dough"], self.cfg["particle_spacing"])
         self.floor = 3.0 / self.cfg["n_grid"]
+        self.n_objects = 0  # the gel touches the dough alone
 
     def make_sim(self, num_worlds):
         c = self.cfg
@@ -386,21 +394,15 @@ class TactileDoughTask(TactileTask):
                   gravity=c["gravity"], friction=c["friction"])
         return GelMPM(fem, mpm, friction=c["gel_friction"])
 
-    def to_sim(self, action):
-        """The sensor's linear velocity; it does not turn."""
-        v = action * self.speed.to(action.dtype)
-        return torch.cat([v, torch.zeros_like(v)], -1)
-
     def _height(self, state):
         y = state[6][..., 1]
         return y.mean(-1), y.std(-1)
 
     def observe(self, state, t):
         f = self.forces(state) / self.cfg["max_force"]
-        move = (state[2][..., 0, :3] - torch.as_tensor(self.cfg["sensor_pose"][:3], dtype=f.dtype)) / self.cfg["travel"]
         mean, spread = self._height(state)
         prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
-        return torch.cat([f, move, ((mean - self.floor) / self.cfg["travel"])[..., None],
+        return torch.cat([f, self.displacement(state), ((mean - self.floor) / self.cfg["travel"])[..., None],
                           (spread / self.cfg["travel"])[..., None], prog], -1)
 
     def reward(self, prev, state, action):

@@ -14,7 +14,7 @@ import torch
 
 from . import shading
 from .camera import Camera
-from .mesh_tracer import MeshScene, render_mesh
+from .mesh_tracer import render_mesh
 
 OPTICS = dict(width=160, height=120, distance=0.03, fov=50.0, elevation=30.0,
               colors=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], intensity=1.6, ambient=0.15,
@@ -46,7 +46,6 @@ class TactileCamera:
         self.light = shading.lights(specs, dtype)
         self.albedo = torch.as_tensor(c["albedo"], dtype=dtype)
         self.faces = torch.as_tensor(sensor.faces)
-        self.scene = MeshScene()
 
     def markers(self, x_local):
         """Pixel coordinates (..., M, 2) of the markers of vertex positions in the sensor's frame."""
@@ -58,7 +57,7 @@ class TactileCamera:
     def image(self, x_local):
         """The tactile RGB image (H, W, 3) of one gel's vertices in the sensor's frame (N, 3)."""
         out = render_mesh(self.camera, x_local.to(self.dtype), self.faces, self.albedo, self.light,
-                          smooth=True, scene=self.scene)
+                          smooth=True)  # the tracer's shared scene: one compile for every camera
         return out["rgb"][0]
 
     def images(self, x_local):

@@ -21,8 +21,8 @@ from diffsuite.sims import indentation  # noqa: E402
 
 def run(cfg_path="hertz", out=None, **overrides):
     cfg = config.merge(config.read_yaml("hertz"), {**config.read_yaml(cfg_path), **overrides})
-    out = out or cfg.pop("out")
-    cfg.pop("out", None)
+    default_out = cfg.pop("out")
+    out = out or default_out
     lo, hi = cfg.pop("fit_range")
     tol = cfg.pop("tolerance")
     res = indentation.run(**cfg)

@@ -19,7 +19,7 @@ import numpy as np
 import taichi as ti
 
 from . import colliders as col
-from . import friction, sdf
+from . import friction, sdf, tetmesh
 from .adjoint import Stage
 
 COVER = 4.0  # coverage 1 - exp(-COVER w) of a node the gel's vertices splat a weight w on
@@ -41,10 +41,9 @@ class GelMPM:
         self._names.update({f"mpm_{k}": (mpm, k) for k in mpm.param_names})
         self.param_names = tuple(self._names)
         surf = np.unique(fem.mesh.surface)
-        v, faces = fem.mesh.vertices, fem.mesh.surface
-        fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-        normal = np.zeros_like(v)
-        np.add.at(normal, faces.ravel(), np.repeat(fn, 3, axis=0))
+        faces = fem.mesh.surface
+        normal = np.zeros_like(fem.mesh.vertices)
+        np.add.at(normal, faces.ravel(), np.repeat(tetmesh.face_normals(fem.mesh.vertices, faces), 3, axis=0))
         normal = normal[surf] / np.linalg.norm(normal[surf], axis=1, keepdims=True)
         self.S = len(surf)
         fb = ti.FieldsBuilder()
@@ -95,10 +94,7 @@ class GelMPM:
         i = self.surf[s]
         m = self.fem.density[b] * self.fem.vol_v_f[i]
         v = self.fem.v[b, f, i] + self.fem.dt * (self.fem.f_int[b, i] / m + ti.Vector(self.fem.gravity, self.dtype))  # predicted
-        pose = self.fem.body[b, f, 0]
-        R = sdf.rotation(pose, 3)
-        X = self.rest_n[s]
-        n = ti.Vector([R[k, 0] * X[0] + R[k, 1] * X[1] + R[k, 2] * X[2] for k in ti.static(range(3))])
+        n = sdf.rotate(self.fem.body[b, f, 0], self.rest_n[s])
         base, fx, w = self.mpm._stencil(self.fem.x[b, f, i])
         for off in ti.static(ti.grouped(ti.ndrange(3, 3, 3))):
             weight = self.mpm._weight(w, off)

@@ -1,11 +1,11 @@
 """Tetrahedral FEM (stable neo-Hookean, explicit symplectic Euler, lumped mass), B worlds per
 launch, with mounted vertices that follow a rigid body and penalty contact with rigid SDF objects.
 
-A substep is one kernel of four phases, in the order they run:
-  poses (the mount body and the objects advance by their velocity actions) ->
-  clear the force scratch -> elastic + damping forces per tet (scattered to its vertices) ->
-  per vertex: velocity update, contact with each object (penalty + the smoothed Coulomb
-  rule), mounted vertices set to the body's pose, position update, contact force readout.
+A substep is two kernels, their phases in the order they run:
+  _forces: poses (the mount body and the objects advance by their velocity actions) ->
+    clear the force scratch -> elastic + damping forces per tet (scattered to its vertices);
+  _move: per vertex: velocity update, contact with each object (penalty + the smoothed
+    Coulomb rule), mounted vertices set to the body's pose, position update, force readout.
 The force scratch is recomputed by the reverse (the engine's `recompute`), never stored.
 
 Stable neo-Hookean (Smith, de Goes and Kim 2018) without the log term:
@@ -20,9 +20,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import taichi as ti
+import torch
 
 from . import colliders as col
-from . import float_dtype, friction, init, sdf
+from . import float_dtype, friction, init, sdf, tetmesh
 from . import materials as mat
 from .adjoint import Stage
 from .state import FramedState
@@ -93,8 +94,7 @@ class FEM(FramedState):
         self.vol0 = np.linalg.det(Dm) / 6.0
         self.Dm_inv = np.linalg.inv(Dm)
         self.vol_v = np.bincount(tets.ravel(), np.repeat(self.vol0 / 4, 4), minlength=self.N)
-        tri = X[self.mesh.surface]
-        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=-1)
+        area = 0.5 * np.linalg.norm(tetmesh.face_normals(X, self.mesh.surface), axis=-1)
         self.area_v = np.bincount(self.mesh.surface.ravel(), np.repeat(area / 3, 3), minlength=self.N)
         # shape-function gradients (T, 4, 3): rows of Dm^-1, and minus their sum for vertex 0
         g = np.concatenate([-self.Dm_inv.sum(1, keepdims=True), self.Dm_inv], 1)
@@ -228,8 +228,7 @@ class FEM(FramedState):
             v2 = self._touch(b, f, c, x, v2, i)
         # a mounted vertex follows the body: at its rest point in the body's new pose
         pose = self.body[b, f + 1, 0]
-        R, X = sdf.rotation(pose, 3), self.rest[i]
-        xm = ti.Vector([R[k, 0] * X[0] + R[k, 1] * X[1] + R[k, 2] * X[2] + pose[k] for k in ti.static(range(3))])
+        xm = sdf.rotate(pose, self.rest[i]) + ti.Vector([pose[0], pose[1], pose[2]])
         w = self.fixed[i]
         xn = w * xm + (1 - w) * (x + self.dt * v2)
         self.x[b, f + 1, i] = xn
@@ -263,7 +262,7 @@ class FEM(FramedState):
 
     # ------------------------------------------------------- adjoint engine contract
     def units(self, n):
-        """Substep f as one stage; its reverse recomputes it first (restoring the force scratch)."""
+        """Substep f as two stages; the reverse recomputes the first (restoring the force scratch)."""
         return [[Stage(self._forces, (f,), recompute=True), Stage(self._move, (f,))] for f in range(n)]
 
     def reset_params(self):
@@ -286,18 +285,19 @@ def _mm(A, B):
                       for i in ti.static(range(3))])
 
 
-def rotation(q):
-    """Rotation matrices (..., 3, 3) of unit quaternions (..., 4) as (w, x, y, z), numpy."""
-    w, x, y, z = np.moveaxis(np.asarray(q, float), -1, 0)
-    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+def quat_matrix(q):
+    """Rotation matrices (..., 3, 3) of quaternions (..., 4) as (w, x, y, z), torch (normalized first)."""
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
 
 
 def transform(pose, points):
-    """Points (N, 3) given in a body's frame, placed at pose (7,): world points (N, 3)."""
+    """Points (N, 3) given in a body's frame, placed at pose (7,): world points (N, 3), numpy."""
     pose = np.asarray(pose, float)
-    return points @ rotation(pose[3:]).T + pose[:3]
+    return points @ quat_matrix(torch.as_tensor(pose[3:])).numpy().T + pose[:3]
 
 
 def _checked(where, defaults, given):

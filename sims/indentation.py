@@ -11,18 +11,17 @@ import numpy as np
 from . import adjoint, tetmesh
 from .fem import FEM
 
-DEFAULTS = dict(size=[0.04, 0.02, 0.04], cells=[14, 8, 14], grade=2.0, radius=0.01, depth=1e-3,
-                material=dict(E=2e5, nu=0.3, density=1000.0, damping=1e-6), contact=dict(stiffness=100.0, softness=1e-4),
-                dt=3e-6, steps=6000, every=60)  # configs/hertz.yaml holds the same, for scripts/hertz.py
+KEYS = ("size", "cells", "grade", "radius", "depth", "material", "contact", "dt", "steps", "every")  # configs/hertz.yaml
 
 
-def run(**overrides):
-    """Press the sphere in; returns depth (m), force (N, along the press), penetration (the
-    deepest surface vertex inside the sphere, m), the sim's mesh size, and the Hertz force."""
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown indentation key(s) {sorted(unknown)}; allowed {sorted(DEFAULTS)}")
-    c = {**DEFAULTS, **overrides}
+def run(**c):
+    """Press the sphere in, the experiment given by every key of KEYS (configs/hertz.yaml holds
+    one); returns depth (m), force (N, along the press), penetration (the deepest surface vertex
+    inside the sphere, m), the sim's mesh size, and the Hertz force."""
+    unknown, missing = set(c) - set(KEYS), set(KEYS) - set(c)
+    if unknown or missing:
+        raise ValueError(f"indentation: unknown key(s) {sorted(unknown)}, missing {sorted(missing)}; "
+                         f"need exactly {list(KEYS)}")
     R, H = float(c["radius"]), float(c["size"][1])
     mesh = tetmesh.box(c["size"], c["cells"], c["grade"])
     top = -H - R  # the sphere's centre when it first touches the bottom face

@@ -363,6 +363,13 @@ def to_local(pose, x):
 
 
 @ti.func
+def rotate(pose, v):
+    """R v for the rotation of a 3D pose, written out like to_local's R^T d."""
+    R = rotation(pose, 3)
+    return ti.Vector([R[k, 0] * v[0] + R[k, 1] * v[1] + R[k, 2] * v[2] for k in ti.static(range(3))])
+
+
+@ti.func
 def smooth_min(a, b, k: ti.template()):
     """min(a, b), rounded over a band of width k (polynomial smooth minimum; k = 0 exact)."""
     out = ti.min(a, b)

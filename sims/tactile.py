@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import tetmesh
-from .fem import FEM
+from .fem import FEM, quat_matrix  # noqa: F401  (quat_matrix: for the sensor's users too)
 
 SENSOR = dict(gel={"kind": "dome", "radius": 0.012, "height": 0.004},
               material=dict(E=3e5, nu=0.4, density=1000.0, damping=1e-6),
@@ -34,9 +34,8 @@ class Sensor:
             raise ValueError(f"unknown sensor key(s) {sorted(unknown)}; allowed {sorted(SENSOR)}")
         self.cfg = {k: cfg.get(k, v) for k, v in SENSOR.items()}
         self.mesh = tetmesh.build(self.cfg["gel"])
-        v, s = self.mesh.vertices, self.mesh.surface
-        n = np.cross(v[s[:, 1]] - v[s[:, 0]], v[s[:, 2]] - v[s[:, 0]])
-        self.faces = s[n[:, 1] < -0.5 * np.linalg.norm(n, axis=1)]  # facing away from the mount: what touches
+        n = tetmesh.face_normals(self.mesh.vertices, self.mesh.surface)
+        self.faces = self.mesh.surface[n[:, 1] < -0.5 * np.linalg.norm(n, axis=1)]  # facing away from the mount
         self.marker_tri, self.marker_bary = self._markers(self.cfg["markers"])
 
     def simulator(self, objects=(), num_worlds=1, dt=1e-5, segment=32, body_pose=(0, 0, 0, 1, 0, 0, 0),
@@ -96,11 +95,3 @@ class Sensor:
         f = self.to_body(body, contact, direction=True)[..., 0, :]
         return torch.stack([f[..., 1], f[..., 0], f[..., 2]], -1)
 
-
-def quat_matrix(q):
-    """Rotation matrices (..., 3, 3) of quaternions (..., 4) as (w, x, y, z), torch."""
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-                        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-                        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)

@@ -26,8 +26,7 @@ for _order in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 def _oriented(vertices, tets):
     """tets with vertices 1 and 2 swapped where the volume is negative."""
     tets = np.array(tets, dtype=np.int64)
-    a, b, c, d = (vertices[tets[:, i]] for i in range(4))
-    neg = np.einsum("ij,ij->i", np.cross(b - a, c - a), d - a) < 0
+    neg = volumes(vertices, tets) < 0
     tets[neg, 1], tets[neg, 2] = tets[neg, 2].copy(), tets[neg, 1].copy()
     return tets
 
@@ -35,6 +34,12 @@ def _oriented(vertices, tets):
 def volumes(vertices, tets):
     a, b, c, d = (vertices[tets[:, i]] for i in range(4))
     return np.einsum("ij,ij->i", np.cross(b - a, c - a), d - a) / 6.0
+
+
+def face_normals(vertices, faces):
+    """Each triangle's normal, (b - a) x (c - a): twice its area long, outward for surface faces."""
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    return np.cross(b - a, c - a)
 
 
 def boundary(tets):
@@ -108,8 +113,8 @@ def dome(radius, height, max_volume=None, rings=18):
 
 def _disk(rings):
     """A triangulated unit disc: its centre and rings k = 1..rings of 6k points. Returns each
-    point's radius and angle and the triangles (counter-clockwise seen from +y... either way:
-    the caller orients the closed surface)."""
+    point's radius and angle and the triangles (in an orientation the caller fixes once the
+    surface is closed)."""
     r, phi, start = [0.0], [0.0], [0]
     for k in range(1, rings + 1):
         start.append(len(r))
@@ -152,7 +157,7 @@ def from_trimesh(mesh, max_volume=None, min_ratio=1.5):
 
 def build(spec):
     """A mesh from a config dict: {kind: box, size, cells, grade} | {kind: dome, radius,
-    height, max_volume} | {kind: mesh, path, max_volume}. Errors name the key."""
+    height, max_volume, rings} | {kind: mesh, path, max_volume}. Errors name the key."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
     allowed = {"box": {"size", "cells", "grade"}, "dome": {"radius", "height", "max_volume", "rings"},

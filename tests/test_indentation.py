@@ -3,11 +3,14 @@ A coarse block here (scripts/hertz.py runs the fine one): the exponent within 0.
 import numpy as np
 import pytest
 
+from diffsuite.envs import config
 from diffsuite.sims import indentation
+
+HERTZ = {k: v for k, v in config.read_yaml("hertz").items() if k in indentation.KEYS}
 
 
 def test_sphere_indentation_follows_hertz():
-    r = indentation.run(cells=[8, 5, 8], dt=5e-6, steps=3000, every=60)
+    r = indentation.run(**{**HERTZ, "cells": [8, 5, 8], "dt": 5e-6, "steps": 3000, "every": 60})
     d, F = r["depth"], r["force"]
     touching = d > 0
     assert np.all(np.diff(F[touching]) > 0)  # monotone
@@ -19,5 +22,7 @@ def test_sphere_indentation_follows_hertz():
 
 
 def test_bad_keys_are_named():
-    with pytest.raises(ValueError, match="unknown indentation key"):
-        indentation.run(radus=0.01)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['radus'\]"):
+        indentation.run(**HERTZ, radus=0.01)
+    with pytest.raises(ValueError, match=r"missing \['radius'\]"):
+        indentation.run(**{k: v for k, v in HERTZ.items() if k != "radius"})
