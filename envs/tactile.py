@@ -263,7 +263,7 @@ class TactilePoseTask(TactileTask):
     lies under a GelSight-like sensor, its x-z offset and yaw drawn at each reset. The agent
     moves the sensor (press, then rub and twist: the gel in contact sticks to the rod while the
     rest moves on, which shows where the rod lies) and says where the rod is. The physics
-    answer is an inverse problem through the differentiable sensor: envs/sysid.fit_tactile
+    answer is an inverse problem through the differentiable sensor: envs/learn/sysid.fit_tactile
     fits the pose (and the gel's E) to one recorded probe by gradient descent.
 
     ## Action space

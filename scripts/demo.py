@@ -1,17 +1,15 @@
 """The README's demo: teach the default mass-spring walker to walk, in about a minute on a CPU.
 
-Runs scripts/trajopt.py on configs/trajopt_walker.yaml: open-loop Adam, a closed-loop
+Runs the trajopt experiment (diffsuite.envs.learn.trajopt, as scripts/trajopt.py does) on configs/trajopt_walker.yaml: open-loop Adam, a closed-loop
 policy trained through the simulator, and CEM at the same simulator budget.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import trajopt  # noqa: E402
+from diffsuite.envs.learn import trajopt
 
 
 def main(out="outputs/demo"):
-    summary = trajopt.run("trajopt_walker", out=out)
+    summary = trajopt.experiment("trajopt_walker", out=out)
     print(f"\nMassSpringWalker-v0, {summary['substeps_per_episode']} substeps per episode:")
     for m, r in summary["methods"].items():
         print(f"  {m:>7}: best return {r['best_return']:7.3f} after {r['simulated_substeps']:>9,} "

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diffsuite.envs import TASKS, config, sysid  # noqa: E402
+from diffsuite.envs import TASKS, config  # noqa: E402
+from diffsuite.envs.learn import sysid  # noqa: E402
 
 DEFAULTS = config.read_yaml("sysid_soft_walker")
 

@@ -68,14 +68,12 @@ def test_pose_reward_is_the_estimate_error_and_the_state_holds_the_pose():
 def test_trajopt_presses_to_the_force_profile_and_reports_its_error(tmp_path):
     """Open-loop Adam through the sensor cuts the force-profile error; the script reports it."""
     import yaml
-    import sys, os
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-    import trajopt as trajopt_script
+    from diffsuite.envs.learn import trajopt
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"env": "diffsuite/TactilePress-v0", "methods": ["adam"],
                                    "env_config": {"sensor": {"gel": {"rings": 4}}, "max_steps": 10, "substeps": 25},
                                    "adam": {"iterations": 8, "lr": 0.2}}))
-    s = trajopt_script.run(str(cfg), out=str(tmp_path / "out"), progress=False)
+    s = trajopt.experiment(str(cfg), out=str(tmp_path / "out"), progress=False)
     adam = s["methods"]["adam"]
     assert adam["best_return"] > s["noop_return"] + 0.5 * abs(s["noop_return"])
     assert adam["metrics"]["force_rms_error"] < 0.5

@@ -1,16 +1,13 @@
 """scripts/trajopt.py and the optimizers behind it, on a short episode."""
 import json
-import os
-import sys
 
 import numpy as np
 import torch
 import yaml
 
-from diffsuite.envs import DiffEnv, WalkerTask, trajopt
+from diffsuite.envs import DiffEnv, WalkerTask
+from diffsuite.envs.learn import trajopt
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-import trajopt as trajopt_script  # noqa: E402
 
 SHORT = {"max_steps": 15, "substeps": 8}
 
@@ -45,7 +42,7 @@ def test_script_writes_plot_gif_and_summary(tmp_path):
     cfg.write_text(yaml.safe_dump({"env_config": SHORT, "adam": {"iterations": 3, "lr": 0.05},
                                    "policy": {"iterations": 2, "lr": 0.01, "hidden": 8},
                                    "cem": {"population": 4, "elite_frac": 0.25, "init_std": 0.5}}))
-    s = trajopt_script.run(str(cfg), out=str(tmp_path / "out"), progress=False)
+    s = trajopt.experiment(str(cfg), out=str(tmp_path / "out"), progress=False)
     for name in ("curves.png", "best.gif", "summary.json"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())

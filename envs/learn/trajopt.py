@@ -4,12 +4,19 @@ Each returns a dict with `curve` (simulated substeps per world so far, episode r
 `best_return` and `best_actions` (B=1, steps, A). A gradient iteration costs 2 T substeps
 (the forward pass and the backward pass's recompute), a CEM iteration population * T.
 """
+import json
+import os
+import time
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..sims import torch_ops
-from .diff_env import DiffEnv
+from ...render.io import write_gif
+from ...sims import torch_ops
+from .. import TASKS, config
+from ..diff_env import DiffEnv
+from . import plots
 
 
 def episode_return(task, sim, state0, actions, params=None):
@@ -131,3 +138,51 @@ def replay_frames(task, actions, seed=0):
             env.step(actions[:, t].to(env.dtype))
             frames.append(task.draw(tuple(s[0].numpy() for s in env.state), actions[0, t].numpy()))
     return frames
+
+
+DEFAULTS = config.read_yaml("trajopt_walker")
+
+
+def experiment(cfg_path, methods=None, out=None, iterations=None, progress=True):
+    """Run a trajopt config (configs/trajopt_*.yaml): each method, then curves.png, best.gif
+    (the best rollout) and summary.json under the output folder. Returns the summary."""
+    cfg = config.merge({**DEFAULTS, "env_config": {}}, config.read_yaml(cfg_path))  # the env checks its own keys
+    if cfg["env"] not in TASKS:
+        raise ValueError(f"config key 'env': unknown environment {cfg['env']!r}; known: {sorted(TASKS)}")
+    task = TASKS[cfg["env"]](**cfg["env_config"])
+    out = out or cfg["out"]
+    os.makedirs(out, exist_ok=True)
+    methods = methods or cfg["methods"]
+    if iterations:
+        cfg["adam"]["iterations"] = cfg["policy"]["iterations"] = iterations
+    budget = 2 * task.substeps * task.max_steps * cfg["adam"]["iterations"]
+    runners = {
+        "adam": lambda: adam_open_loop(task, seed=cfg["seed"], progress=progress, **cfg["adam"]),
+        "policy": lambda: adam_policy(task, seed=cfg["seed"], progress=progress, **cfg["policy"]),
+        "cem": lambda: cem(task, budget, seed=cfg["seed"], progress=progress, **cfg["cem"]),
+    }
+    results = {}
+    for m in methods:
+        if m not in runners:
+            raise ValueError(f"unknown method {m!r}; choose from {sorted(runners)}")
+        t0 = time.perf_counter()
+        results[m] = runners[m]()
+        results[m]["seconds"] = time.perf_counter() - t0
+    best = max(results, key=lambda m: results[m]["best_return"])
+    noop = noop_return(task, cfg["seed"])
+    plots.curves(os.path.join(out, "curves.png"),
+                 [("simulated substeps (per world)", "episode return", {m: r["curve"] for m, r in results.items()})],
+                 cfg["env"], hline=(noop, "no action"))
+    write_gif(os.path.join(out, "best.gif"), replay_frames(task, results[best]["best_actions"], cfg["seed"]))
+    summary = {"env": cfg["env"], "out": out, "env_config": cfg["env_config"], "seed": cfg["seed"], "best_method": best,
+               "noop_return": noop,
+               "substeps_per_episode": task.substeps * task.max_steps,
+               "methods": {m: {"best_return": r["best_return"], "final_return": r["curve"][-1][1],
+                               "simulated_substeps": r["curve"][-1][0], "seconds": round(r["seconds"], 2),
+                               "curve": r["curve"]} for m, r in results.items()}}
+    if hasattr(task, "metrics"):  # a task's own measure of how its best actions did (e.g. a force error)
+        for m, r in results.items():
+            summary["methods"][m]["metrics"] = task.metrics(r["best_actions"])
+    with open(os.path.join(out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    return summary

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..sims import torch_ops
+from ...sims import torch_ops
 
 
 def fit(task, observed, actions, guess, iterations=60, lr=0.05, progress=True):
