@@ -6,6 +6,7 @@ from ..render.world import WorldRenderer
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config as configs
+from .diff_env import progress
 
 
 class FluidTransportTask:
@@ -132,7 +133,7 @@ class FluidTransportTask:
 
     def observe(self, state, t):
         x, v, pose = state[0], state[1], state[4]
-        prog = torch.full(x.shape[:-2] + (1,), float(t) / self.max_steps, dtype=x.dtype)
+        prog = progress(t, self.max_steps, x[..., 0, :])
         return torch.cat([self.cup_position(pose), x.mean(-2), x.std(-2), v.mean(-2),
                           self.spilled(x, pose)[..., None], prog], -1)
 

@@ -30,17 +30,17 @@ class GymEnv(gym.Env):
         super().reset(seed=seed)
         with torch.no_grad():
             obs, _ = self.diff.reset(seed=int(self.np_random.integers(2 ** 31)))
-        return obs[0].numpy().astype(np.float32), {}
+        return obs[0].cpu().numpy().astype(np.float32), {}
 
     def step(self, action):
         a = _checked(action, self.action_space.shape)
         with torch.no_grad():
             obs, rew, term, trunc, _ = self.diff.step(torch.as_tensor(a[None]))
-        return obs[0].numpy().astype(np.float32), float(rew[0]), bool(term[0]), bool(trunc[0]), {}
+        return obs[0].cpu().numpy().astype(np.float32), float(rew[0]), bool(term[0]), bool(trunc[0]), {}
 
     def render(self):
         if self.render_mode == "rgb_array":
-            return self.task.draw(tuple(s[0].detach().numpy() for s in self.diff.state))
+            return self.task.draw(tuple(s[0].detach().cpu().numpy() for s in self.diff.state))
         return None
 
 
@@ -60,7 +60,7 @@ class VecEnv(gym.vector.VectorEnv):
         super().reset(seed=seed)
         with torch.no_grad():
             obs, _ = self.diff.reset(seed=seed)
-        return obs.numpy().astype(np.float32), {}
+        return obs.cpu().numpy().astype(np.float32), {}
 
     def step(self, actions):
         a = _checked(actions, self.action_space.shape)
@@ -68,8 +68,10 @@ class VecEnv(gym.vector.VectorEnv):
             obs, rew, term, trunc, info = self.diff.step(torch.as_tensor(a))
         out = {}
         if "final_obs" in info:
-            out = {"final_obs": info["final_obs"].numpy().astype(np.float32), "_final_obs": trunc.numpy().copy()}
-        return (obs.numpy().astype(np.float32), rew.numpy().astype(np.float64), term.numpy(), trunc.numpy(), out)
+            out = {"final_obs": info["final_obs"].cpu().numpy().astype(np.float32),
+                   "_final_obs": info["_final_obs"].cpu().numpy()}
+        return (obs.cpu().numpy().astype(np.float32), rew.cpu().numpy().astype(np.float64), term.cpu().numpy(),
+                trunc.cpu().numpy(), out)
 
     def render(self):
-        return [self.task.draw(tuple(s[b].detach().numpy() for s in self.diff.state)) for b in range(self.num_envs)]
+        return [self.task.draw(tuple(s[b].detach().cpu().numpy() for s in self.diff.state)) for b in range(self.num_envs)]

@@ -6,6 +6,7 @@ from ..render.world import WorldRenderer
 from ..sims import adjoint, designs
 from ..sims.mass_spring import MassSpring
 from . import config as configs
+from .diff_env import progress
 
 
 class RopeShapeTask:
@@ -93,7 +94,7 @@ class RopeShapeTask:
 
     def observe(self, state, t):
         x, pose = state[0], state[2]
-        prog = torch.full(x.shape[:-2] + (1,), float(t) / self.max_steps, dtype=x.dtype)
+        prog = progress(t, self.max_steps, x[..., 0, :])
         off = (x - self.target.to(x.dtype))[..., [0, 2]]
         return torch.cat([off.flatten(-2), pose[..., [0, 2]].flatten(-2), prog], -1)
 

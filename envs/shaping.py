@@ -8,6 +8,7 @@ from ..render.world import WorldRenderer
 from ..sims import adjoint, sampling
 from ..sims.mpm import MPM
 from . import config as configs
+from .diff_env import progress
 
 
 class ShapingTask:
@@ -114,7 +115,7 @@ class ShapingTask:
 
     def observe(self, state, t):
         x, pose = state[0], state[4]
-        prog = torch.full(x.shape[:-2] + (1,), float(t) / self.max_steps, dtype=x.dtype)
+        prog = progress(t, self.max_steps, x[..., 0, :])
         return torch.cat([x.mean(-2), x.std(-2), pose.flatten(-2), prog], -1)
 
     def reward(self, prev, state, action):

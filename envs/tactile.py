@@ -11,6 +11,7 @@ from ..sims import adjoint, sampling, tactile, torch_ops
 from ..sims.coupling import GelMPM
 from ..sims.mpm import MPM
 from . import config as configs
+from .diff_env import progress
 
 
 class TactileTask:
@@ -155,8 +156,8 @@ class TactilePressTask(TactileTask):
     def observe(self, state, t):
         f = self.forces(state) / self.peak
         lead = f.shape[:-1]
-        tgt = self.target.to(f.dtype)[[t, t + 1]] / self.peak
-        prog = torch.full(lead + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        tgt = self.target.to(f.dtype)[torch.stack([torch.as_tensor(t), torch.as_tensor(t) + 1], -1)] / self.peak
+        prog = progress(t, self.max_steps, f)
         return torch.cat([f, self.displacement(state), tgt.expand(lead + (2,)), prog], -1)
 
     def reward(self, prev, state, action):
@@ -238,7 +239,7 @@ class TactileSlideTask(TactileTask):
     def observe(self, state, t):
         f = self.forces(state) / self.force_scale
         shift = self.marker_shift(state).flatten(-2)
-        prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        prog = progress(t, self.max_steps, f)
         return torch.cat([shift, f, prog], -1)
 
     def offset_squared(self, state):
@@ -401,7 +402,7 @@ class TactileDoughTask(TactileTask):
     def observe(self, state, t):
         f = self.forces(state) / self.cfg["max_force"]
         mean, spread = self._height(state)
-        prog = torch.full(f.shape[:-1] + (1,), float(t) / self.max_steps, dtype=f.dtype)
+        prog = progress(t, self.max_steps, f)
         return torch.cat([f, self.displacement(state), ((mean - self.floor) / self.cfg["travel"])[..., None],
                           (spread / self.cfg["travel"])[..., None], prog], -1)
 

@@ -16,7 +16,9 @@ class WalkerTask:
 
     ## Action space
     Box(-1, 1, (A,)): one value per actuated spring; its rest length becomes
-    L0 * (1 + c * a) for the spring's coefficient c. Held for `substeps` substeps.
+    L0 * (1 + c * a) for the spring's coefficient c. Held for `substeps` substeps. With
+    `controller` set, DiffTaichi's sine-feature MLP runs inside the simulator every
+    substep and the action is added to its output; its weights are `env.params["ctrl_*"]`.
 
     ## Observation space
     Box(-inf, inf, (2 N dim + 1 + dim + phases,)): positions relative to the centre of
@@ -61,19 +63,19 @@ class WalkerTask:
         frame_bytes = num_worlds * (4 * self.N * self.dim + 2 * len(self.design.springs) * self.dim) * 8
         K = int(c["segment"]) or adjoint.default_segment(self.substeps * self.max_steps, frame_bytes)
         return MassSpring(self.design, num_worlds=num_worlds, dt=c["dt"], segment=max(K, 1),
-                          gravity=c["gravity"], damping=c["damping"], ground=c["ground"])
+                          gravity=c["gravity"], damping=c["damping"], ground=c["ground"], controller=c["controller"])
 
     def to_sim(self, action):
         """Actions are the simulator's controls as they are."""
         return action
 
     def initial_state(self, sim, rng):
-        x, v = sim.initial_state()
-        return x + self.cfg["init_noise"] * rng.standard_normal((sim.B, 1, self.dim)), v
+        x, v, *clock = sim.initial_state()
+        return (x + self.cfg["init_noise"] * rng.standard_normal((sim.B, 1, self.dim)), v, *clock)
 
     def observe(self, state, t):
         """Works on any leading shape: x, v of shape (..., N, dim), t an int or tensor."""
-        x, v = state
+        x, v = state[0], state[1]
         c, cv = x.mean(-2), v.mean(-2)
         phase = phase_features(t, self.env_dt, self.cfg["omega"], self.cfg["phases"], x)
         return torch.cat([(x - c[..., None, :]).flatten(-2), v.flatten(-2), c[..., 1:2], cv, phase], -1)

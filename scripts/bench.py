@@ -52,10 +52,18 @@ FULL = dict(throughput_T=1000, throughput_B=[1, 64], repeats=5, memory_T=10000, 
             grad_T=200, ref_T=681, ref_repeats=5)
 QUICK = dict(throughput_T=100, throughput_B=[1, 8], repeats=2, memory_T=2000, memory_B=64,
              grad_T=40, ref_T=681, ref_repeats=2)
-DIFFTAICHI = dict(s_per_iter=[0.37, 0.41], peak_rss_mb=185.0,
-                  note="DiffTaichi's iteration includes its NN controller (36-32-11 tanh MLP) and uses "
-                       "the time-of-impact ground rule; ours runs open-loop controls on the soft "
-                       "penalty ground with friction. Same robot, dt, transitions, gravity, damping.")
+DIFFTAICHI = dict(s_per_iter=[0.37, 0.41], s_per_iter_issue=[0.43, 0.97], peak_rss_mb=185.0,
+                  note="Both run DiffTaichi's NN controller (36-32-11 tanh MLP, sine features, goal "
+                       "[0.9, 0.2]) every substep, ours inside the segment kernel (sims/controller.py). "
+                       "DiffTaichi uses the time-of-impact ground rule, ours the soft penalty ground "
+                       "with friction. Same robot, dt, transitions, gravity, damping. Its figures were "
+                       "measured on this 2-core machine: 0.37-0.41 s by the reference's authors, "
+                       "0.43-0.97 s when issue 14 was filed; not rerun in this process.")
+# DiffTaichi's controller on robot 0 (../shared/reference/difftaichi_mass_spring.yaml)
+DIFFTAICHI_CONTROLLER = dict(hidden=32, sines=10, omega=10.0, scale=0.05, goal=[0.9, 0.2], seed=0)
+FACES = dict(gym_steps=2000, vec_worlds=1024, vec_steps=60, diff_steps=100, diff_repeats=5)
+FACES_QUICK = dict(gym_steps=200, vec_worlds=64, vec_steps=10, diff_steps=20, diff_repeats=2)
+FULL["faces"], QUICK["faces"] = FACES, FACES_QUICK
 
 # MPM: boxes of neo-Hookean solid (diffmpm's mu = lambda = 10) at 2 particles per cell width,
 # split into two muscles; the diffmpm robot comes from SoftWalkerTask (see mpm_robot_scene)
@@ -192,11 +200,12 @@ def child_gradcheck(arch, T):
 
 
 def child_reference(arch, T, K, repeats):
-    """DiffTaichi mass_spring robot 0: seconds per forward+backward iteration, B = 1."""
+    """DiffTaichi mass_spring robot 0 with its controller every substep: seconds per
+    forward+backward iteration (gradients to the controller's weights), B = 1."""
     start(arch, "f32")
     base = peak_rss_mb()
-    sim = MassSpring(walker(), num_worlds=1, segment=K)
-    u = controls(1, T, sim.A)
+    sim = MassSpring(walker(), num_worlds=1, segment=K, controller=DIFFTAICHI_CONTROLLER)
+    u = np.zeros((1, T, sim.A))  # the controller alone drives the springs
     first = sum(forward_backward(sim, u)[:2])
     iters = [sum(forward_backward(sim, u)[:2]) for _ in range(repeats)]
     return dict(T=T, K=K, B=1, s_per_iter=statistics.median(iters), first_iter_s=first,
@@ -382,6 +391,53 @@ def mpm_steps(sz):
     return len(sz["tp_B"]) * (1 + 2 * bool(sz["tp3_T"])) + len(sz["mem_T"]) + len(sz["mem_store_all_T"]) + 2
 
 
+def faces(sz):
+    """The environment faces of MassSpringWalker-v0 (f32, warm): Gymnasium env steps/s with random
+    actions, make_vec steps/s at many worlds, and make_diff's cost per step of an episode's
+    forward and backward (B = 1, gradients to every action)."""
+    import gymnasium as gym
+    import torch
+    from diffsuite.envs import make_diff
+    env = gym.make("diffsuite/MassSpringWalker-v0")
+    env.reset(seed=0)
+    acts = np.random.default_rng(0).uniform(-1, 1, (sz["gym_steps"],) + env.action_space.shape).astype(np.float32)
+    for a in acts[:50]:
+        env.step(a)
+    t0 = time.perf_counter()
+    for a in acts:
+        env.step(a)
+    gym_s = (time.perf_counter() - t0) / len(acts)
+    vec = gym.make_vec("diffsuite/MassSpringWalker-v0", num_envs=sz["vec_worlds"], vectorization_mode="vector_entry_point")
+    vec.reset(seed=0)
+    va = np.random.default_rng(1).uniform(-1, 1, vec.action_space.shape).astype(np.float32)
+    vec.step(va)
+    t0 = time.perf_counter()
+    for _ in range(sz["vec_steps"]):
+        vec.step(va)
+    vec_s = (time.perf_counter() - t0) / sz["vec_steps"]
+    diff = make_diff("diffsuite/MassSpringWalker-v0", num_envs=1, max_steps=sz["diff_steps"])
+    theta = torch.zeros(1, sz["diff_steps"], diff.task.action_dim, requires_grad=True)
+
+    def episode():
+        diff.reset(seed=0)
+        t0 = time.perf_counter()
+        total = sum(diff.step(theta[:, t])[1].sum() for t in range(sz["diff_steps"]))
+        t1 = time.perf_counter()
+        total.backward()
+        return t1 - t0, time.perf_counter() - t1
+
+    episode()
+    runs = [episode() for _ in range(sz["diff_repeats"])]
+    fwd, bwd = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    n = sz["diff_steps"]
+    return dict(gym_step_ms=1e3 * gym_s, gym_steps_per_s=1 / gym_s, vec_worlds=sz["vec_worlds"],
+                vec_step_ms=1e3 * vec_s, vec_steps_per_s=sz["vec_worlds"] / vec_s, diff_steps=n,
+                diff_forward_ms=1e3 * fwd / n, diff_backward_ms=1e3 * bwd / n, diff_step_ms=1e3 * (fwd + bwd) / n,
+                before=dict(gym_steps_per_s=270, vec_steps_per_s=71e3, diff_step_ms=8.0,
+                            where="issue 14, measured on this 2-core machine before the lean steps"),
+                targets=dict(gym_steps_per_s=3000, vec_steps_per_s=300e3, diff_step_ms=1.0))
+
+
 CHILDREN = {"memory": child_memory, "gradcheck": child_gradcheck, "reference": child_reference,
             "mpm_throughput": child_mpm_throughput, "mpm_memory": child_mpm_memory,
             "mpm_reference": child_mpm_reference}
@@ -447,7 +503,10 @@ def mass_spring_table(r):
         f"  d loss / d actions    {g['actions_rel_error']:.2e}",
         f"  d loss / d stiffness  {g['stiffness_rel_error']:.2e}",
         "",
-        f"4. DiffTaichi mass_spring, robot 0 = walker_a, dt 0.004, {ref['transitions']} transitions, B=1",
+        *faces_table(r["faces"]),
+        "",
+        f"4. DiffTaichi mass_spring, robot 0 = walker_a, dt 0.004, {ref['transitions']} transitions, B=1, its "
+        "controller every substep",
         f"  {'run':<36} {'s / iter (fwd+bwd)':>19} {'peak RSS MB':>12}",
     ]
     for name, x in (("diffsuite checkpointed", ref["checkpointed"]), ("diffsuite store-all", ref["store_all"])):
@@ -455,10 +514,30 @@ def mass_spring_table(r):
     dt = ref["difftaichi"]
     lines += [
         f"  {'DiffTaichi reference (stores all)':<36} {'%.2f-%.2f' % tuple(dt['s_per_iter']):>19} {dt['peak_rss_mb']:>12.0f}",
+        f"  {'DiffTaichi as measured in issue 14':<36} {'%.2f-%.2f' % tuple(dt['s_per_iter_issue']):>19}",
+        f"  ours (checkpointed) / DiffTaichi: {ref['checkpointed']['s_per_iter'] / dt['s_per_iter'][0]:.3f}x of its "
+        f"fastest figure (target <= 0.7x)",
     ]
     lines += textwrap.wrap("Note: " + dt["note"] + " Peak RSS is the whole process (Python, Taichi, compiled "
                            "kernels), as in the reference.", 100, initial_indent="  ", subsequent_indent="  ")
     return lines
+
+
+def faces_table(f):
+    b, t = f["before"], f["targets"]
+    return [
+        "",
+        "4a. Environment faces of MassSpringWalker-v0 (f32, warm; lean steps: no tape, the state resident)",
+        f"  {'face':<44} {'now':>12} {'before':>10} {'target':>10}",
+        f"  {'gymnasium.make, env steps/s':<44} {f['gym_steps_per_s']:>12,.0f} {b['gym_steps_per_s']:>10,.0f} "
+        f"{t['gym_steps_per_s']:>10,.0f}",
+        f"  {'make_vec, ' + str(f['vec_worlds']) + ' worlds, env steps/s':<44} {f['vec_steps_per_s']:>12,.0f} "
+        f"{b['vec_steps_per_s']:>10,.0f} {t['vec_steps_per_s']:>10,.0f}",
+        f"  {'make_diff, ms per step, fwd+bwd (B=1)':<44} {f['diff_step_ms']:>12.3f} {b['diff_step_ms']:>10.1f} "
+        f"{t['diff_step_ms']:>10.1f}",
+        f"    (of which forward {f['diff_forward_ms']:.3f} ms, backward {f['diff_backward_ms']:.3f} ms, over a "
+        f"{f['diff_steps']}-step episode; 'before': {b['where']})",
+    ]
 
 
 def mpm_table(m):
@@ -527,7 +606,7 @@ def mpm_table(m):
 def run_all(arch, sizes, quick, mpm_sizes=None, cold_3d=False, mass_spring=True, render=False, fem=False):
     """sizes: the mass-spring sizes (FULL or QUICK), run unless mass_spring is False;
     mpm_sizes: MPM_FULL or MPM_QUICK, or None for no MPM; render, fem: those sections."""
-    total = ((2 * len(sizes["throughput_B"]) + 5 if mass_spring else 0) + (mpm_steps(mpm_sizes) if mpm_sizes else 0)
+    total = ((2 * len(sizes["throughput_B"]) + 6 if mass_spring else 0) + (mpm_steps(mpm_sizes) if mpm_sizes else 0)
              + (bench_render.steps(quick) if render else 0) + (bench_fem.steps(quick) if fem else 0))
     steps = tqdm(total=total, desc="bench", disable=None)
 
@@ -565,6 +644,7 @@ def run_mass_spring(arch, sizes, step):
                        ratio_rss=sa["rss_above_baseline_mb"] / ck["rss_above_baseline_mb"],
                        ratio_fields=sa["fields_plus_checkpoints_mb"] / ck["fields_plus_checkpoints_mb"])
     r["gradient_error"] = step("gradient error", run_child, "gradcheck", arch, T=sizes["grad_T"])
+    r["faces"] = step("environment faces", faces, sizes["faces"])
     T, n = sizes["ref_T"], sizes["ref_repeats"]
     r["reference"] = dict(
         transitions=T, dt=0.004, B=1,

@@ -14,6 +14,7 @@ from . import colliders as col
 from . import friction
 from . import float_dtype, init
 from .adjoint import Stage
+from .controller import SineMLP
 from .state import FramedState
 
 # ground defaults: height (m), penalty stiffness (1/s^2), contact damping (1/s), friction
@@ -36,10 +37,14 @@ class MassSpring(FramedState):
     present when there are colliders), driven by actions after the springs' ones: each
     collider's linear then angular velocity (dim + 1 or + 3 numbers). Zero velocity
     holds a collider fixed. Gradients reach poses and velocities.
+
+    controller: None, or a dict of sims/controller.py's keys: DiffTaichi's sine-feature MLP
+    runs inside the segment kernel every substep, its outputs added to the actuators'
+    actions; its weights are parameters, and the time it reads is state (component "clock").
     """
 
     def __init__(self, design, num_worlds=1, dt=0.004, segment=64, gravity=-4.8,
-                 damping=15.0, ground=None, colliders=None):
+                 damping=15.0, ground=None, colliders=None, controller=None):
         init()
         self.design, self.B, self.K, self.dt = design, int(num_worlds), int(segment), float(dt)
         self.N, self.S, self.A, self.dim = len(design.positions), len(design.springs), design.n_actuators, design.dim
@@ -53,6 +58,9 @@ class MassSpring(FramedState):
         self.vel_dim = self.dim + (1 if self.dim == 2 else 3)
         self.A_springs = self.A
         self.A += self.NC * self.vel_dim
+        self.ctrl = None if controller is None else SineMLP(controller, self.N, self.dim, self.A_springs)
+        # the controller's slots in a substep's serial loop: the centre, hidden units, outputs
+        self.C = 0 if self.ctrl is None else 1 + self.ctrl.hidden + self.A_springs
         self._check_dt(design.stiffness)
         self.dtype = float_dtype()
         self.np_dtype = np.float64 if self.dtype == ti.f64 else np.float32
@@ -78,10 +86,19 @@ class MassSpring(FramedState):
     def _allocate(self):
         B, K, N, S, dim, dt = self.B, self.K, self.N, self.S, self.dim, self.dtype
         poses = [("pose", self.NC, (self.pose_dim,))] if self.NC else []
-        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))] + poses, [("stiffness", (S,))])
+        clock = [("clock", 1, ())] if self.ctrl else []
+        ctrl_params = self.ctrl.params() if self.ctrl else []
+        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))] + poses + clock, [("stiffness", (S,))] + ctrl_params)
         self.force = ti.Vector.field(dim, dt, needs_grad=True)
         fb.dense(ti.ijk, (B, K, max(S, 1))).place(self.force, self.force.grad)
         self._scratch = (self.force,)
+        if self.ctrl:  # the controller's per-substep centre, hidden layer and outputs
+            self.ctrl_c = ti.Vector.field(dim, dt, needs_grad=True)
+            self.ctrl_h, self.ctrl_o = ti.field(dt, needs_grad=True), ti.field(dt, needs_grad=True)
+            fb.dense(ti.ij, (B, K)).place(self.ctrl_c, self.ctrl_c.grad)
+            fb.dense(ti.ijk, (B, K, self.ctrl.hidden)).place(self.ctrl_h, self.ctrl_h.grad)
+            fb.dense(ti.ijk, (B, K, max(self.A_springs, 1))).place(self.ctrl_o, self.ctrl_o.grad)
+            self._scratch = (self.force, self.ctrl_c, self.ctrl_h, self.ctrl_o)
         self.ends = ti.Vector.field(2, ti.i32)
         self.actuator = ti.field(ti.i32)
         self.rest, self.coef, self.dashpot = ti.field(dt), ti.field(dt), ti.field(dt)
@@ -125,9 +142,47 @@ class MassSpring(FramedState):
         d = self.x[b, f, i] - self.x[b, f, j]
         length = ti.sqrt(d.dot(d) + (1e-6 * self.rest[s]) ** 2)  # finite at d = 0, in the spring's own scale
         n = d / length
-        target = self.rest[s] * (1.0 + self.coef[s] * self.act[b, f, self.actuator[s]])
+        target = self.rest[s] * (1.0 + self.coef[s] * self._action(b, f, self.actuator[s]))
         rel_v = (self.v[b, f, i] - self.v[b, f, j]).dot(n)
         self.force[b, f, s] = -(self.stiffness[b, s] * (length - target) + self.dashpot[s] * rel_v) * n
+
+    @ti.func
+    def _action(self, b, f, a):
+        out = self.act[b, f, a]
+        if ti.static(self.C > 0):
+            out += self.ctrl_o[b, f, a]
+        return out
+
+    # DiffTaichi's controller, one slot of the substep's serial loop each: the centre of
+    # mass (and the clock's tick), then each hidden unit, then each output
+    @ti.func
+    def _control(self, b, f, s):
+        if s == 0:
+            centre = ti.Vector.zero(self.dtype, self.dim)
+            for i in ti.static(range(self.N)):
+                centre += self.x[b, f, i]
+            self.ctrl_c[b, f] = centre / self.N
+            self.clock[b, f + 1, 0] = self.clock[b, f, 0] + self.dt
+        elif s < 1 + self.ctrl.hidden:
+            j = s - 1
+            z = self.ctrl_b1[b, j]
+            for k in ti.static(range(self.ctrl.sines)):
+                z += self.ctrl_w1[b, j, k] * ti.sin(self.ctrl.omega * self.clock[b, f, 0] + 2 * math.pi * k / self.ctrl.sines)
+            for i in ti.static(range(self.N)):
+                for d in ti.static(range(self.dim)):
+                    k = self.ctrl.sines + 2 * self.dim * i + d
+                    z += self.ctrl_w1[b, j, k] * self.ctrl.scale * (self.x[b, f, i][d] - self.ctrl_c[b, f][d])
+                    z += self.ctrl_w1[b, j, k + self.dim] * self.ctrl.scale * self.v[b, f, i][d]
+            if ti.static(self.ctrl.has_goal):
+                for d in ti.static(range(self.dim)):
+                    z += self.ctrl_w1[b, j, self.ctrl.inputs - self.dim + d] * (self.ctrl.goal[d] - self.ctrl_c[b, f][d])
+            self.ctrl_h[b, f, j] = ti.tanh(z)
+        else:
+            a = s - 1 - self.ctrl.hidden
+            z = self.ctrl_b2[b, a]
+            for j in ti.static(range(self.ctrl.hidden)):
+                z += self.ctrl_w2[b, a, j] * self.ctrl_h[b, f, j]
+            self.ctrl_o[b, f, a] = ti.tanh(z)
 
     @ti.func
     def _integrate(self, b, f, i):
@@ -168,17 +223,40 @@ class MassSpring(FramedState):
             vel = col.velocity(self.act, b, f, self.A_springs + c * self.vel_dim, self.vel_dim)
             self.pose[b, f + 1, c] = col.advance(self.pose[b, f, c], vel, self.dt)
 
+    @ti.func
+    def _substep(self, b, f):
+        for r in range(self.C + self.S + self.N + self.NC):
+            if r < self.C:
+                if ti.static(self.C > 0):
+                    self._control(b, f, r)
+            else:
+                s = r - self.C
+                if s < self.S:
+                    self._spring(b, f, s)
+                elif s < self.S + self.N:
+                    self._integrate(b, f, s - self.S)
+                else:
+                    self._advance(b, f, s - self.S - self.N)
+
     @ti.kernel
     def _segment(self, n: ti.i32):
+        ti.loop_config(serialize=self._serial)
         for b in range(self.B):
             for f in range(n):
-                for s in range(self.S + self.N + self.NC):
-                    if s < self.S:
-                        self._spring(b, f, s)
-                    elif s < self.S + self.N:
-                        self._integrate(b, f, s - self.S)
-                    else:
-                        self._advance(b, f, s - self.S - self.N)
+                self._substep(b, f)
+
+    @ti.kernel
+    def _lean(self, u: ti.types.ndarray(), t0: ti.i32, n: ti.i32, hold: ti.i32, out: ti.types.ndarray()):
+        """A lean segment in one launch: upload its controls, run it, emit its final state."""
+        ti.loop_config(serialize=self._serial)
+        for b in range(self.B):
+            self._upload_world(b, u, t0, n, hold)
+            for f in range(n):
+                self._substep(b, f)
+            self._emit_world(b, n, out)
+
+    def _lean_segment(self, u, t0, n, hold, out):
+        self._lean(u, t0, n, hold, out)
 
     # ------------------------------------------------------- adjoint engine contract
     def units(self, n):
@@ -186,11 +264,16 @@ class MassSpring(FramedState):
         return [[Stage(self._segment, (n,))]]
 
     def reset_params(self):
-        self.set_params({"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))})
+        p = {"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))}
+        if self.ctrl:
+            p.update(self.ctrl.initial_weights())
+        self.set_params(p)
 
     def initial_state(self):
         """Rest pose, zero velocity, per world: x, v of shape (B, N, dim), then the colliders'
-        configured poses (B, colliders, pose) when there are any."""
+        configured poses (B, colliders, pose) when there are any, then the clock (B, 1) at
+        zero when there is a controller."""
         x = np.broadcast_to(self.design.positions, (self.B, self.N, self.dim)).astype(np.float64)
         poses = (np.broadcast_to(self.pose_init, (self.B,) + self.pose_init.shape).copy(),) if self.NC else ()
-        return (x, np.zeros_like(x)) + poses
+        clock = (np.zeros((self.B, 1)),) if self.ctrl else ()
+        return (x, np.zeros_like(x)) + poses + clock

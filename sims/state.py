@@ -15,6 +15,14 @@ import numpy as np
 import taichi as ti
 
 
+SERIAL_WIDTH = 1024  # B x state numbers up to which kernels run their loops on the calling thread
+
+
+def _torch_dtype(np_dtype):
+    import torch  # only the torch faces pass tensors; sims itself does not need torch
+    return torch.float64 if np_dtype == np.float64 else torch.float32
+
+
 def _make_field(shape, dtype):
     if len(shape) == 0:
         return ti.field(dtype, needs_grad=True)
@@ -52,16 +60,26 @@ class FramedState:
         self._params = {}
         self._param_shapes = {name: tuple(int(s) for s in shape) for name, shape in params}
         self.param_names = tuple(self._param_shapes)
+        self._pmeta, off = [], 0
         for name, shape in params:
             fld = ti.field(self.dtype, needs_grad=True)
             fb.dense(ti.axes(*range(len(shape) + 1)), (self.B,) + tuple(max(s, 1) for s in shape)).place(fld, fld.grad)
             setattr(self, name, fld)
+            size = int(np.prod(shape, dtype=int))
+            strides = tuple(int(np.prod(shape[k + 1:], dtype=int)) for k in range(len(shape)))
+            self._pmeta.append(SimpleNamespace(name=name, field=fld, size=size, offset=off, strides=strides))
+            off += size
+        self._pwidth = off
         self.act = ti.field(self.dtype, needs_grad=True)  # per-substep controls
         fb.dense(ti.ijk, (self.B, self.K, max(self.A, 1))).place(self.act, self.act.grad)
         return fb
 
     def _finalize(self, fb):
         self._tree = fb.finalize()
+        # small systems are launch-bound: a parallel loop's dispatch costs ~90 us here, a serial one ~5
+        self._serial = self.B * self._width <= SERIAL_WIDTH
+        self._grad_fields = tuple(c.field for c in self._comps) + tuple(self._scratch) + (self.act,)
+        self._param_fields = tuple(p.field for p in self._pmeta)
 
     def free(self):
         """Release this simulator's fields."""
@@ -72,6 +90,7 @@ class FramedState:
     def _pull(self, grad: ti.template(), frames: ti.types.ndarray(), out: ti.types.ndarray()):
         for c in ti.static(self._comps):
             fld = ti.static(c.pair[grad])  # grad: 0 the values, 1 their adjoints
+            ti.loop_config(serialize=self._serial)
             for b, k, i in ti.ndrange(self.B, frames.shape[0], c.items):
                 for e in ti.static(range(c.size)):
                     j = c.offset + i * c.size + e
@@ -85,22 +104,27 @@ class FramedState:
     @ti.kernel
     def _push(self, frames: ti.types.ndarray(), data: ti.types.ndarray()):
         for c in ti.static(self._comps):
+            ti.loop_config(serialize=self._serial)
             for b, k, i in ti.ndrange(self.B, frames.shape[0], c.items):
                 for e in ti.static(range(c.size)):
                     self._put(c, c.field, b, frames[k], i, e, data[b, k, c.offset + i * c.size + e])
 
     @ti.kernel
     def _seed(self, frames: ti.types.ndarray(), data: ti.types.ndarray()):
+        for fld in ti.static(self._grad_fields):
+            self._zero_grad(fld)
         for c in ti.static(self._comps):
-            for I in ti.grouped(c.field):
-                c.field.grad[I] = c.field.grad[I] * 0
-        for fld in ti.static(self._scratch + (self.act,)):
-            for I in ti.grouped(fld):
-                fld.grad[I] = fld.grad[I] * 0
-        for c in ti.static(self._comps):
+            ti.loop_config(serialize=self._serial)
             for b, k, i in ti.ndrange(self.B, frames.shape[0], c.items):
                 for e in ti.static(range(c.size)):
                     self._put(c, c.field.grad, b, frames[k], i, e, data[b, k, c.offset + i * c.size + e])
+
+    @ti.func
+    def _zero_grad(self, fld: ti.template()):
+        # a range-for over the shape, not a struct-for: only range-fors can run serially
+        ti.loop_config(serialize=self._serial)
+        for I in ti.grouped(ti.ndrange(*fld.shape)):
+            fld.grad[I] = fld.grad[I] * 0
 
     @ti.func
     def _put(self, c: ti.template(), fld: ti.template(), b, f, i, e: ti.template(), value):
@@ -114,6 +138,7 @@ class FramedState:
     @ti.kernel
     def _shift(self, n: ti.i32):
         for c in ti.static(self._comps):
+            ti.loop_config(serialize=self._serial)
             for b, i in ti.ndrange(self.B, c.items):
                 c.field[b, 0, i] = c.field[b, n, i]
 
@@ -170,13 +195,159 @@ class FramedState:
     # ---------------------------------------------------------------- controls
     def set_controls(self, u):
         """Per-substep actions u of shape (B, n, A), n <= K."""
-        buf = np.zeros((self.B, self.K, max(self.A, 1)), dtype=self.np_dtype)
-        buf[:, :u.shape[1], :self.A] = u
         self.writes += 1
-        self.act.from_numpy(buf)
+        self._upload(self._ctrl(u), 0, u.shape[1], 1)
+
+    def _ctrl(self, u):
+        """Controls as a C-contiguous array of this simulator's dtype (numpy, or torch on the CPU)."""
+        if hasattr(u, "detach"):
+            return u.detach().to(dtype=_torch_dtype(self.np_dtype)).contiguous()
+        return np.ascontiguousarray(u, dtype=self.np_dtype)
+
+    @ti.kernel
+    def _upload(self, u: ti.types.ndarray(), t0: ti.i32, n: ti.i32, hold: ti.i32):
+        ti.loop_config(serialize=self._serial)
+        for b in range(self.B):
+            self._upload_world(b, u, t0, n, hold)
+
+    @ti.func
+    def _upload_world(self, b, u: ti.template(), t0, n, hold):
+        """Substeps t0 .. t0 + n of controls u (B, steps, A), each held `hold` substeps, into act."""
+        for f, a in ti.ndrange(n, self.A):
+            self.act[b, f, a] = u[b, (t0 + f) // hold, a]
 
     def control_grad(self, n):
         return self.act.grad.to_numpy()[:, :n, :self.A].astype(np.float64)
+
+    # ------------------------------------------------------------- lean steps
+    # DESIGN 4: with no gradient wanted, a step keeps no tape; the state stays in frame 0 and
+    # only a flat copy of it leaves. One segment is upload, substeps, emit: subclasses may fuse
+    # them into one launch (`_lean_segment`).
+    def advance(self, u, hold, out):
+        """Run u.shape[1] * hold substeps from the state in frame 0 with no tape.
+
+        u: controls (B, steps, A), numpy or torch on the CPU, each held `hold` substeps;
+        out: a flat (B, width) buffer of this simulator's dtype that receives the final state
+        (`split` views it per component). The final state is left in frame 0."""
+        u = self._ctrl(u)
+        T = u.shape[1] * hold
+        self.writes += 1
+        for t0 in range(0, T, self.K):
+            self._lean_segment(u, t0, min(self.K, T - t0), hold, out)
+
+    def _lean_segment(self, u, t0, n, hold, out):
+        self._upload(u, t0, n, hold)
+        for unit in self.units(n):
+            for st in unit:
+                st.forward()
+        self._emit(n, out)
+
+    def flat_buffer(self, like=None):
+        """An empty flat state buffer (B, width): numpy, or torch when `like` is a torch tensor."""
+        if like is not None and hasattr(like, "new_empty"):
+            return like.new_empty((self.B, self._width), dtype=_torch_dtype(self.np_dtype))
+        return np.empty((self.B, self._width), dtype=self.np_dtype)
+
+    def split(self, flat):
+        """Per-component views (B, items, *shape) of a flat (B, width) state (numpy or torch)."""
+        return tuple(flat[:, c.offset:c.offset + c.items * c.size].reshape((self.B, c.items) + c.shape)
+                     for c in self._comps)
+
+    @ti.kernel
+    def _emit(self, n: ti.i32, out: ti.types.ndarray()):
+        ti.loop_config(serialize=self._serial)
+        for b in range(self.B):
+            self._emit_world(b, n, out)
+
+    @ti.func
+    def _emit_world(self, b, n, out: ti.template()):
+        """Frame n of world b into out[b] (flat) and into frame 0."""
+        for c in ti.static(self._comps):
+            for i in range(c.items):
+                for e in ti.static(range(c.size)):
+                    out[b, c.offset + i * c.size + e] = self._get(c, c.field, b, n, i, e)
+                c.field[b, 0, i] = c.field[b, n, i]
+
+    @ti.func
+    def _get(self, c: ti.template(), fld: ti.template(), b, f, i, e: ti.template()):
+        value = ti.cast(0, self.dtype)
+        if ti.static(len(c.shape) == 0):
+            value = fld[b, f, i]
+        elif ti.static(len(c.shape) == 1):
+            value = fld[b, f, i][e]
+        else:
+            value = fld[b, f, i][e // c.shape[1], e % c.shape[1]]
+        return value
+
+    # ------------------------------------------------- one segment's gradient, fused
+    def segment_grad(self, state, u, hold, seed):
+        """Adjoints of one segment of n = u.shape[1] * hold <= K substeps, in four launches.
+
+        state, seed: flat (B, width) start state and the final state's adjoint (torch or numpy);
+        u: controls (B, steps, A). Parameters must already be set. Returns flat arrays like
+        `seed`: the start state's adjoint (B, width), the controls' (B, steps, A) and the
+        parameters' (B, param width; `param_dict` names them)."""
+        u = self._ctrl(u)
+        n = u.shape[1] * hold
+        if n > self.K:
+            raise ValueError(f"segment_grad runs one segment: {n} substeps > K={self.K}")
+        state, seed = self._ctrl(state), self._ctrl(seed)
+        self.writes += 1
+        self._restore(state, u, n, hold, seed)
+        units = self.units(n)
+        for unit in units:
+            for st in unit:
+                st.forward()
+        for unit in reversed(units):
+            for st in unit:
+                if st.recompute:
+                    st.forward()
+            for st in reversed(unit):
+                st.backward()
+        zeros = (lambda shape: seed.new_zeros(shape)) if hasattr(seed, "new_zeros") else \
+            (lambda shape: np.zeros(shape, self.np_dtype))
+        g_state, g_u, g_p = zeros(seed.shape), zeros(tuple(u.shape)), zeros((self.B, self._pwidth))
+        self._grads_out(n, hold, g_state, g_u, g_p)
+        return g_state, g_u, g_p
+
+    def param_dict(self, flat):
+        """Per-parameter arrays (B, *shape) of a flat (B, param width) array."""
+        return {p.name: flat[:, p.offset:p.offset + p.size].reshape((self.B,) + self._param_shapes[p.name])
+                for p in self._pmeta}
+
+    @ti.kernel
+    def _restore(self, state: ti.types.ndarray(), u: ti.types.ndarray(), n: ti.i32, hold: ti.i32,
+                 seed: ti.types.ndarray()):
+        for fld in ti.static(self._grad_fields + self._param_fields):
+            self._zero_grad(fld)
+        ti.loop_config(serialize=self._serial)
+        for b in range(self.B):
+            self._upload_world(b, u, 0, n, hold)
+            for c in ti.static(self._comps):
+                for i in range(c.items):
+                    for e in ti.static(range(c.size)):
+                        self._put(c, c.field, b, 0, i, e, state[b, c.offset + i * c.size + e])
+                        self._put(c, c.field.grad, b, n, i, e, seed[b, c.offset + i * c.size + e])
+
+    @ti.kernel
+    def _grads_out(self, n: ti.i32, hold: ti.i32, g_state: ti.types.ndarray(), g_u: ti.types.ndarray(),
+                   g_p: ti.types.ndarray()):
+        ti.loop_config(serialize=self._serial)
+        for b in range(self.B):
+            for c in ti.static(self._comps):
+                for i in range(c.items):
+                    for e in ti.static(range(c.size)):
+                        g_state[b, c.offset + i * c.size + e] = self._get(c, c.field.grad, b, 0, i, e)
+            for f, a in ti.ndrange(n, self.A):
+                g_u[b, f // hold, a] += self.act.grad[b, f, a]
+        for p in ti.static(self._pmeta):
+            if ti.static(p.size > 0):
+                ti.loop_config(serialize=self._serial)
+                for I in ti.grouped(ti.ndrange(*p.field.shape)):
+                    j = 0
+                    for k in ti.static(range(len(p.strides))):
+                        j += I[k + 1] * p.strides[k]
+                    g_p[I[0], p.offset + j] = p.field.grad[I]
 
     # ---------------------------------------------------------------- parameters
     def set_params(self, params):
@@ -195,7 +366,10 @@ class FramedState:
                 raise ValueError(f"{name}: parameter {k!r} must broadcast to {want}, got shape {np.shape(v)}") from None
             if not np.isfinite(a).all():
                 raise ValueError(f"{name}: parameter {k!r} has non-finite values")
-            new[k] = a
+            if k not in self._params or not np.array_equal(self._params[k], a):
+                new[k] = a
+        if not new:
+            return
         self._check_params({**self._params, **new})
         for k, a in new.items():
             self._params[k] = a

@@ -41,6 +41,10 @@ def test_bench_quick_writes_json_and_table(tmp_path):
     for key in ("actions_rel_error", "stiffness_rel_error"):
         assert math.isfinite(g[key]) and 0 <= g[key] < 1e-4, (key, g[key])
 
+    f = r["faces"]
+    for key in ("gym_steps_per_s", "vec_steps_per_s", "diff_step_ms", "diff_forward_ms", "diff_backward_ms"):
+        assert _positive(f[key]), (key, f)
+
     ref = r["reference"]
     assert ref["transitions"] == 681
     for run in ("checkpointed", "store_all"):
