@@ -110,6 +110,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         for unit in sim.units(n):
             for st in unit:
                 st.forward()
+        count(sim, n)
         local = _frames_with_outputs(t0, n, every)
         if local:
             for o, arr in zip(outs, sim.frames(local)):
@@ -120,6 +121,12 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
     sim._resident = (tape, sim.writes)  # the last segment's frames, valid while nothing writes the fields
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
     return outputs, final, tape
+
+
+def count(sim, n):
+    """Add n simulated substeps (per world) to the simulator's running total, `substeps_run`:
+    what budgets count, replays of the backward pass included (scratch recomputes are not substeps)."""
+    sim.substeps_run = getattr(sim, "substeps_run", 0) + n
 
 
 def _finite(state, name, t):
@@ -172,6 +179,7 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
             for unit in units:
                 for st in unit:
                     st.forward()
+            count(sim, n)
         sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
         for unit in reversed(units):
             for st in unit:

@@ -27,7 +27,8 @@ COLLIDER_SOFTNESS = 2e-3  # m: default width of a collider's contact band (sims/
 class MassSpring(FramedState):
     """Point masses joined by actuated springs above a soft ground with smooth friction.
 
-    Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring;
+    Per substep: spring force k * (|d| - L0 * (1 + c * a)) plus a dashpot along the spring
+    (stiffness k and rest length L0 are per-world parameters, "stiffness" and "rest");
     velocity decays by exp(-dt * damping), then gravity and spring accelerations apply;
     the ground pushes with a softplus penalty and removes tangential velocity with the
     smoothed Coulomb rule (sims/friction.py); rigid colliders (any sims/sdf.py shape)
@@ -82,13 +83,16 @@ class MassSpring(FramedState):
 
     def _check_params(self, values):
         self._check_dt(values["stiffness"])
+        rest = values.get("rest")
+        if rest is not None and not (rest > 0).all():
+            raise ValueError(f"parameter 'rest' (rest lengths) must be positive, got min {rest.min():.4g}")
 
     def _allocate(self):
         B, K, N, S, dim, dt = self.B, self.K, self.N, self.S, self.dim, self.dtype
         poses = [("pose", self.NC, (self.pose_dim,))] if self.NC else []
         clock = [("clock", 1, ())] if self.ctrl else []
         ctrl_params = self.ctrl.params() if self.ctrl else []
-        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))] + poses + clock, [("stiffness", (S,))] + ctrl_params)
+        fb = self._fields([("x", N, (dim,)), ("v", N, (dim,))] + poses + clock, [("stiffness", (S,)), ("rest", (S,))] + ctrl_params)
         self.force = ti.Vector.field(dim, dt, needs_grad=True)
         fb.dense(ti.ijk, (B, K, max(S, 1))).place(self.force, self.force.grad)
         self._scratch = (self.force,)
@@ -101,8 +105,8 @@ class MassSpring(FramedState):
             self._scratch = (self.force, self.ctrl_c, self.ctrl_h, self.ctrl_o)
         self.ends = ti.Vector.field(2, ti.i32)
         self.actuator = ti.field(ti.i32)
-        self.rest, self.coef, self.dashpot = ti.field(dt), ti.field(dt), ti.field(dt)
-        fb.dense(ti.i, max(S, 1)).place(self.ends, self.actuator, self.rest, self.coef, self.dashpot)
+        self.coef, self.dashpot = ti.field(dt), ti.field(dt)
+        fb.dense(ti.i, max(S, 1)).place(self.ends, self.actuator, self.coef, self.dashpot)
         self.inv_mass = ti.field(dt)
         fb.dense(ti.i, N).place(self.inv_mass)
         self.degree = max(1, int(np.bincount(self.design.springs.ravel(), minlength=N).max()))
@@ -114,7 +118,6 @@ class MassSpring(FramedState):
         if S:
             self.ends.from_numpy(d.springs.astype(np.int32))
             self.actuator.from_numpy(np.maximum(d.actuator, 0).astype(np.int32))
-            self.rest.from_numpy(d.rest.astype(self.np_dtype))
             self.coef.from_numpy(np.where(d.actuator >= 0, d.coef, 0.0).astype(self.np_dtype))
             self.dashpot.from_numpy(d.damping.astype(self.np_dtype))
         self.inv_mass.from_numpy(np.where(d.masses > 0, 1.0 / np.where(d.masses > 0, d.masses, 1.0), 0.0).astype(self.np_dtype))
@@ -140,9 +143,9 @@ class MassSpring(FramedState):
     def _spring(self, b, f, s):
         i, j = self.ends[s][0], self.ends[s][1]
         d = self.x[b, f, i] - self.x[b, f, j]
-        length = ti.sqrt(d.dot(d) + (1e-6 * self.rest[s]) ** 2)  # finite at d = 0, in the spring's own scale
+        length = ti.sqrt(d.dot(d) + (1e-6 * self.rest[b, s]) ** 2)  # finite at d = 0, in the spring's own scale
         n = d / length
-        target = self.rest[s] * (1.0 + self.coef[s] * self._action(b, f, self.actuator[s]))
+        target = self.rest[b, s] * (1.0 + self.coef[s] * self._action(b, f, self.actuator[s]))
         rel_v = (self.v[b, f, i] - self.v[b, f, j]).dot(n)
         self.force[b, f, s] = -(self.stiffness[b, s] * (length - target) + self.dashpot[s] * rel_v) * n
 
@@ -264,7 +267,8 @@ class MassSpring(FramedState):
         return [[Stage(self._segment, (n,))]]
 
     def reset_params(self):
-        p = {"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S))}
+        p = {"stiffness": np.broadcast_to(self.design.stiffness, (self.B, self.S)),
+             "rest": np.broadcast_to(self.design.rest, (self.B, self.S))}
         if self.ctrl:
             p.update(self.ctrl.initial_weights())
         self.set_params(p)

@@ -40,6 +40,7 @@ class FramedState:
     naming the parameter; `_scratch` lists fields whose gradients the seed zeroes too."""
 
     writes = 0
+    substeps_run = 0  # simulated substeps per world so far, replays included (adjoint.count)
     _scratch = ()
 
     def _fields(self, components, params):
@@ -234,6 +235,7 @@ class FramedState:
         self.writes += 1
         for t0 in range(0, T, self.K):
             self._lean_segment(u, t0, min(self.K, T - t0), hold, out)
+        self.substeps_run += T
 
     def _lean_segment(self, u, t0, n, hold, out):
         self._upload(u, t0, n, hold)
@@ -294,6 +296,7 @@ class FramedState:
         state, seed = self._ctrl(state), self._ctrl(seed)
         self.writes += 1
         self._restore(state, u, n, hold, seed)
+        self.substeps_run += n
         units = self.units(n)
         for unit in units:
             for st in unit:

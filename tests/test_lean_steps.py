@@ -146,3 +146,18 @@ def test_make_diff_keeps_tensors_on_the_chosen_device():
     obs, _ = env.reset(seed=0)
     obs, rew, term, trunc, _ = env.step(torch.zeros(2, env.task.action_dim, dtype=torch.float64))
     assert all(t.device.type == "cpu" for t in (obs, rew, term, trunc, *env.state))
+
+
+def test_substeps_run_counts_what_really_runs(sim):
+    """Forward T, then the backward's replays: every segment but the resident last one."""
+    state0, act = _start(sim), _actions(sim, 3)
+    before = sim.substeps_run
+    _, (x, _) = torch_ops.rollout(sim, tuple(s.requires_grad_() for s in state0), None, act, substeps=3)
+    forward = sim.substeps_run - before
+    x.sum().backward()
+    replay = sim.substeps_run - before - forward
+    assert forward == 9 and replay == 9 - 1  # K = 4: segments 4, 4, 1; the last stays resident
+    before = sim.substeps_run
+    with torch.no_grad():
+        torch_ops.step(sim, state0, act[:, 0], substeps=3)
+    assert sim.substeps_run - before == 3

@@ -11,14 +11,15 @@ def _loss_and_grads(sim, T, seed=0, u=None):
     rng = np.random.default_rng(seed)
     x0, v0, *pose = sim.initial_state()
     p = dict(x0=x0 + 0.002 * rng.standard_normal(x0.shape), v0=0.1 * rng.standard_normal(x0.shape),
-             u=rng.uniform(-1, 1, (sim.B, T, sim.A)) if u is None else u, k=sim.get_params()["stiffness"])
+             u=rng.uniform(-1, 1, (sim.B, T, sim.A)) if u is None else u, k=sim.get_params()["stiffness"],
+             rest=sim.get_params()["rest"])
     if pose:
         p["pose"] = pose[0]
     wx = rng.standard_normal((sim.B, T // 5, sim.N, sim.dim))
 
     def run(q):
         state = (q["x0"], q["v0"]) + ((q["pose"],) if pose else ())
-        return adjoint.forward(sim, state, q["u"], {"stiffness": q["k"]}, every=5)
+        return adjoint.forward(sim, state, q["u"], {"stiffness": q["k"], "rest": q["rest"]}, every=5)
 
     def loss(q):
         outs, fin, _ = run(q)
@@ -26,7 +27,7 @@ def _loss_and_grads(sim, T, seed=0, u=None):
 
     outs, fin, tape = run(p)
     (gx, gv, *gpose), gu, gp = adjoint.backward(sim, tape, [wx, None], [None, 2 * fin[1]])
-    return loss, p, dict(x0=gx, v0=gv, u=gu, k=gp["stiffness"], **({"pose": gpose[0]} if pose else {}))
+    return loss, p, dict(x0=gx, v0=gv, u=gu, k=gp["stiffness"], rest=gp["rest"], **({"pose": gpose[0]} if pose else {}))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def walker(load_design):
     return MassSpring(load_design("walker_a"), num_worlds=2, segment=16)
 
 
-@pytest.mark.parametrize("wrt", ["x0", "v0", "u", "k"])
+@pytest.mark.parametrize("wrt", ["x0", "v0", "u", "k", "rest"])
 def test_walker_gradient_matches_finite_differences(walker, wrt):
     loss, p, g = _loss_and_grads(walker, 60)
     sub = lambda q: loss({**p, **q})
