@@ -1,4 +1,5 @@
 """What the walking tasks share: a clock for the policy and the forward-progress reward."""
+import functools
 import math
 
 import torch
@@ -6,10 +7,14 @@ import torch
 
 def phase_features(t, env_dt, omega, n, like):
     """sin(omega * time + 2 pi j / n), j < n, broadcast to like's batch shape (like: (..., P, dim))."""
-    j = torch.arange(int(n), dtype=like.dtype)
-    time = torch.as_tensor(t, dtype=like.dtype) * env_dt
-    phase = torch.sin(omega * time[..., None] + 2 * math.pi * j / max(len(j), 1))
-    return phase.expand(*like.shape[:-2], len(j))
+    offsets = _offsets(int(n), like.dtype, like.device)
+    time = torch.as_tensor(t, dtype=like.dtype, device=like.device) * (omega * env_dt)
+    return torch.sin(time[..., None] + offsets).expand(*like.shape[:-2], len(offsets))
+
+
+@functools.lru_cache(maxsize=None)
+def _offsets(n, dtype, device):
+    return 2 * math.pi * torch.arange(n, dtype=dtype, device=device) / max(n, 1)
 
 
 def forward_reward(prev_x, x, action, env_dt, weights):

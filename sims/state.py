@@ -286,16 +286,19 @@ class FramedState:
         """Adjoints of one segment of n = u.shape[1] * hold <= K substeps, in four launches.
 
         state, seed: flat (B, width) start state and the final state's adjoint (torch or numpy);
-        u: controls (B, steps, A). Parameters must already be set. Returns flat arrays like
-        `seed`: the start state's adjoint (B, width), the controls' (B, steps, A) and the
-        parameters' (B, param width; `param_dict` names them)."""
+        u: controls (B, steps, A). Parameters must already be set. Returns arrays like `seed`:
+        the start state's adjoint (B, width), the controls' (B, steps, A) and the parameters'
+        (B, param width; `param_dict` names them)."""
         u = self._ctrl(u)
-        n = u.shape[1] * hold
+        steps, n = u.shape[1], u.shape[1] * hold
         if n > self.K:
             raise ValueError(f"segment_grad runs one segment: {n} substeps > K={self.K}")
-        state, seed = self._ctrl(state), self._ctrl(seed)
+        # one packed buffer each way: every ndarray argument costs ~20 us of Python in Taichi
+        parts = (self._ctrl(state), self._ctrl(seed), u.reshape(self.B, -1))
+        torch_in = hasattr(parts[0], "new_zeros")
+        packed = __import__("torch").cat(parts, 1) if torch_in else np.concatenate(parts, 1)
         self.writes += 1
-        self._restore(state, u, n, hold, seed)
+        self._restore(packed, n, hold)
         self.substeps_run += n
         units = self.units(n)
         for unit in units:
@@ -307,11 +310,11 @@ class FramedState:
                     st.forward()
             for st in reversed(unit):
                 st.backward()
-        zeros = (lambda shape: seed.new_zeros(shape)) if hasattr(seed, "new_zeros") else \
-            (lambda shape: np.zeros(shape, self.np_dtype))
-        g_state, g_u, g_p = zeros(seed.shape), zeros(tuple(u.shape)), zeros((self.B, self._pwidth))
-        self._grads_out(n, hold, g_state, g_u, g_p)
-        return g_state, g_u, g_p
+        width = self._width + steps * self.A + self._pwidth
+        out = packed.new_zeros((self.B, width)) if torch_in else np.zeros((self.B, width), self.np_dtype)
+        self._grads_out(n, hold, out)
+        w, a = self._width, self._width + steps * self.A
+        return out[:, :w], out[:, w:a].reshape(self.B, steps, self.A), out[:, a:]
 
     def param_dict(self, flat):
         """Per-parameter arrays (B, *shape) of a flat (B, param width) array."""
@@ -319,30 +322,33 @@ class FramedState:
                 for p in self._pmeta}
 
     @ti.kernel
-    def _restore(self, state: ti.types.ndarray(), u: ti.types.ndarray(), n: ti.i32, hold: ti.i32,
-                 seed: ti.types.ndarray()):
+    def _restore(self, packed: ti.types.ndarray(), n: ti.i32, hold: ti.i32):
+        """packed[b] = start state, the final state's adjoint, the controls (steps x A)."""
         for fld in ti.static(self._grad_fields + self._param_fields):
             self._zero_grad(fld)
         ti.loop_config(serialize=self._serial)
         for b in range(self.B):
-            self._upload_world(b, u, 0, n, hold)
+            for f, a in ti.ndrange(n, self.A):
+                self.act[b, f, a] = packed[b, 2 * self._width + (f // hold) * self.A + a]
             for c in ti.static(self._comps):
                 for i in range(c.items):
                     for e in ti.static(range(c.size)):
-                        self._put(c, c.field, b, 0, i, e, state[b, c.offset + i * c.size + e])
-                        self._put(c, c.field.grad, b, n, i, e, seed[b, c.offset + i * c.size + e])
+                        j = c.offset + i * c.size + e
+                        self._put(c, c.field, b, 0, i, e, packed[b, j])
+                        self._put(c, c.field.grad, b, n, i, e, packed[b, self._width + j])
 
     @ti.kernel
-    def _grads_out(self, n: ti.i32, hold: ti.i32, g_state: ti.types.ndarray(), g_u: ti.types.ndarray(),
-                   g_p: ti.types.ndarray()):
+    def _grads_out(self, n: ti.i32, hold: ti.i32, out: ti.types.ndarray()):
+        """out[b] = the start state's adjoint, the controls' (steps x A), the parameters'."""
         ti.loop_config(serialize=self._serial)
         for b in range(self.B):
             for c in ti.static(self._comps):
                 for i in range(c.items):
                     for e in ti.static(range(c.size)):
-                        g_state[b, c.offset + i * c.size + e] = self._get(c, c.field.grad, b, 0, i, e)
+                        out[b, c.offset + i * c.size + e] = self._get(c, c.field.grad, b, 0, i, e)
             for f, a in ti.ndrange(n, self.A):
-                g_u[b, f // hold, a] += self.act.grad[b, f, a]
+                out[b, self._width + (f // hold) * self.A + a] += self.act.grad[b, f, a]
+        steps = (n + hold - 1) // hold
         for p in ti.static(self._pmeta):
             if ti.static(p.size > 0):
                 ti.loop_config(serialize=self._serial)
@@ -350,7 +356,7 @@ class FramedState:
                     j = 0
                     for k in ti.static(range(len(p.strides))):
                         j += I[k + 1] * p.strides[k]
-                    g_p[I[0], p.offset + j] = p.field.grad[I]
+                    out[I[0], self._width + steps * self.A + p.offset + j] = p.field.grad[I]
 
     # ---------------------------------------------------------------- parameters
     def set_params(self, params):
