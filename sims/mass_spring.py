@@ -243,7 +243,7 @@ class MassSpring(FramedState):
 
     @ti.kernel
     def _segment(self, n: ti.i32):
-        ti.loop_config(serialize=self._serial)
+        ti.loop_config(serialize=self._serial_ad)
         for b in range(self.B):
             for f in range(n):
                 self._substep(b, f)

@@ -79,6 +79,9 @@ class FramedState:
         self._tree = fb.finalize()
         # small systems are launch-bound: a parallel loop's dispatch costs ~90 us here, a serial one ~5
         self._serial = self.B * self._width <= SERIAL_WIDTH
+        # differentiable kernels serialize one world only: Taichi 1.7.4's reverse of a serialized
+        # loop over several worlds crashed (segfault) on the mass-spring collider kernel in f32
+        self._serial_ad = self._serial and self.B == 1
         self._grad_fields = tuple(c.field for c in self._comps) + tuple(self._scratch) + (self.act,)
         self._param_fields = tuple(p.field for p in self._pmeta)
 

@@ -161,3 +161,17 @@ def test_substeps_run_counts_what_really_runs(sim):
     with torch.no_grad():
         torch_ops.step(sim, state0, act[:, 0], substeps=3)
     assert sim.substeps_run - before == 3
+
+
+def test_f32_reverse_with_colliders_over_several_worlds_runs(tmp_path):
+    """A regression: the serialized reverse of the collider kernel over 2 worlds crashed in f32."""
+    import subprocess
+    import sys
+    code = ("import torch; from diffsuite.envs import make_diff\n"
+            "env = make_diff('diffsuite/RopeShape-v0', num_envs=2, max_steps=3)\n"
+            "env.reset(seed=0); a = torch.zeros(2, env.task.action_dim, requires_grad=True)\n"
+            "total = sum(env.step(a)[1].sum() for _ in range(3)); total.backward()\n"
+            "assert torch.isfinite(a.grad).all(); print('ok')\n")
+    env = {**__import__("os").environ, "DIFFSUITE_FP": "f32"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
