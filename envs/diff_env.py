@@ -3,7 +3,8 @@
 A task object supplies the physics and the rules (Brax style, physics never lives here):
 make_sim(num_worlds), initial_state(sim, rng), to_sim(action) (actions to simulator
 controls), observe(state, t), reward(prev, state, action), action_dim, obs_dim, substeps,
-max_steps, and optionally terminated(state) (a bool per world). t is each world's env-step
+max_steps, and optionally terminated(state) (a bool per world) and episode_keys (names of
+per-world (B, ...) tensors the task draws in initial_state, e.g. a goal). t is each world's env-step
 count, an int or a (B,) tensor. Gradients flow from observations and rewards to actions, to
 the state passed to reset(), and to `env.params`.
 """
@@ -52,6 +53,7 @@ class DiffEnv:
         Pass `state` (tensors) to differentiate w.r.t. it."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        kept = {k: getattr(self.task, k) for k in getattr(self.task, "episode_keys", ())} if mask is not None else {}
         if state is None:
             state = tuple(torch.as_tensor(s, dtype=self.dtype, device=self.device)
                           for s in self.task.initial_state(self.sim, self.rng))
@@ -64,9 +66,12 @@ class DiffEnv:
                 raise ValueError(f"mask must have shape ({self.num_envs},), got {tuple(mask.shape)}")
             if self.state is None:
                 raise RuntimeError("call reset() without a mask before resetting some worlds")
-            self.state = tuple(torch.where(mask.view((-1,) + (1,) * (n.dim() - 1)), n, o)
-                               for n, o in zip(state, self.state))
+            where = lambda n, o: torch.where(mask.to(n.device).view((-1,) + (1,) * (n.dim() - 1)), n, o)
+            self.state = tuple(where(n, o) for n, o in zip(state, self.state))
             self.t = torch.where(mask, 0, self.t)
+            for k, old in kept.items():  # per-world episode data on the task: new only where reset
+                if old is not None:
+                    setattr(self.task, k, where(getattr(self.task, k), old))
         return self.task.observe(self.state, self.t), {}
 
     def step(self, action):

@@ -175,3 +175,11 @@ def test_f32_reverse_with_colliders_over_several_worlds_runs(tmp_path):
     env = {**__import__("os").environ, "DIFFSUITE_FP": "f32"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_masked_reset_keeps_the_other_worlds_goals():
+    env = make_diff("diffsuite/GoalWalker-v0", num_envs=3, max_steps=20)
+    env.reset(seed=0)
+    before = env.task.goal.clone()
+    env.reset(mask=torch.tensor([True, False, False]))
+    assert torch.equal(env.task.goal[1:], before[1:]) and not torch.equal(env.task.goal[0], before[0])
