@@ -1,6 +1,7 @@
 """Environment configs: YAML defaults from configs/, overridden by keyword, every key checked."""
 from importlib.resources import files
 import copy
+import math
 import os
 
 import yaml
@@ -43,6 +44,6 @@ def positive(cfg, *keys, kind=float):
     """Check that cfg[key] is a positive number of the given kind, naming the key if not."""
     for key in keys:
         value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
                 or (kind is int and int(value) != value):
             raise ValueError(f"config key {key!r} must be a positive {kind.__name__}, got {value!r}")

@@ -37,7 +37,8 @@ class GoalWalkerTask(WalkerTask):
     Any key of configs/goal_walker.yaml or configs/mass_spring_walker.yaml, e.g.
     max_speed=0.05, robot="walker_3d"; config="file.yaml" reads overrides of either kind.
     Unknown keys raise ValueError. The targets live on the task (`goal`, (B, dim - 1)),
-    drawn for every world whenever the env draws initial states.
+    drawn whenever the env draws initial states; a reset of some worlds (mask) keeps the
+    others' targets (episode_keys).
 
     ## Version history
     v0: first release.

@@ -1,7 +1,9 @@
 """The README's demo: teach the default mass-spring walker to walk, in about a minute on a CPU.
 
-Runs the trajopt experiment (diffsuite.envs.learn.trajopt, as scripts/trajopt.py does) on configs/trajopt_walker.yaml: open-loop Adam, a closed-loop
-policy trained through the simulator, and CEM at the same simulator budget.
+Runs the trajopt experiment (diffsuite.envs.learn.trajopt, as scripts/trajopt.py does) on
+configs/trajopt_walker.yaml: open-loop Adam, a closed-loop policy trained through the
+simulator, CEM, and CEM refined by gradient steps (hybrid), the last two at the substeps
+Adam really simulated.
 """
 import os
 

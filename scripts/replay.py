@@ -11,7 +11,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path")
     p.add_argument("--out", help=".gif or .mp4 (default: beside the file, .gif)")
-    p.add_argument("--seed", type=int, default=0, help="reset seed of the replayed world")
+    p.add_argument("--seed", type=int, help="reset seed of the replayed world (default: the file's)")
     a = p.parse_args()
     print(train.replay(a.path, a.out, a.seed))
 

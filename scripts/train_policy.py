@@ -28,8 +28,8 @@ def main():
     if res["reach"]:
         print(f"steps / seconds to reach PPO's final return {res['reach']['target_return']:.3f}:")
         for m, hits in res["reach"]["methods"].items():
-            print(f"{m:>5}: " + ", ".join("never" if h["env_steps"] is None else f"{h['env_steps']:,} / {h['seconds']:.1f} s"
-                                          for h in hits))
+            print(f"{m:>5}: " + ", ".join("never" if h["env_steps"] is None
+                                          else f"{h['env_steps']:,} / {h['seconds']:.1f} s" for h in hits))
     print(f"figure: {res['figure']}")
 
 

@@ -7,8 +7,8 @@ import torch
 import yaml
 from gymnasium.utils.env_checker import check_env
 
-from diffsuite.envs import GoalWalkerTask, WalkerTask
-from diffsuite.envs.learn import ppo, train
+from diffsuite.envs import GoalWalkerTask, WalkerTask, make_diff
+from diffsuite.envs.learn import ppo, train, trajopt
 
 ENV = {"max_steps": 12, "substeps": 4, "init_noise": 0.01}
 TINY = {
@@ -48,7 +48,8 @@ def _returns(summary):
 def test_gradient_methods_improve_their_first_evaluation(full, method):
     rets = _returns(full[method][0])
     assert np.isfinite(rets).all() and len(rets) == TINY[method]["iterations"] + 1
-    assert max(rets[1:]) > rets[0] + 0.5 * abs(rets[0]) + 1e-3 * (max(rets) - min(rets))
+    # the walker moves: the last evaluation gains more than a third of the best |return| seen
+    assert rets[-1] - rets[0] > np.abs(rets).max() / 3
     assert full[method][0]["best_return"] == max(rets)
 
 
@@ -121,8 +122,19 @@ def test_replay_writes_a_gif_for_policies_and_actions(full, tmp_path):
         assert iio.imread(gif).shape[0] == frames
     # open-loop actions, as trajopt saves its best ones
     actions = torch.rand(1, ENV["max_steps"], WalkerTask(**ENV).action_dim, dtype=torch.float64) * 2 - 1
-    torch.save({"env": "diffsuite/MassSpringWalker-v0", "env_config": ENV, "actions": actions}, tmp_path / "a.pt")
+    torch.save({"env": "diffsuite/MassSpringWalker-v0", "env_config": ENV, "seed": 3, "actions": actions},
+               tmp_path / "a.pt")
     assert iio.imread(train.replay(str(tmp_path / "a.pt"))).shape[0] == frames
+    # a bare trajopt.SinePolicy, as imitate.py saves its policies
+    task = WalkerTask(**ENV)
+    bare = trajopt.SinePolicy(task.obs_dim, task.action_dim, 8).double()
+    torch.save({"kind": "sine_mlp", "hidden": 8, "obs_dim": task.obs_dim, "action_dim": task.action_dim,
+                "state_dict": bare.state_dict(), "env": "diffsuite/MassSpringWalker-v0", "env_config": ENV},
+               tmp_path / "c.pt")
+    assert iio.imread(train.replay(str(tmp_path / "c.pt"), str(tmp_path / "c.gif"))).shape[0] == frames
+    torch.save({"env": "diffsuite/MassSpringWalker-v0", "env_config": ENV, "kind": "nope"}, tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="'nope'"):
+        train.replay(str(tmp_path / "b.pt"))
 
 
 def test_figure_and_reach(full, tmp_path):
@@ -158,6 +170,14 @@ def test_goal_walker_faces_and_reward_prefer_the_goal():
     obs, _ = vec.reset(seed=3)
     goals = vec.unwrapped.task.goal[:, 0].numpy()
     assert np.unique(goals).size == 4 and np.allclose(obs[:, -1], goals, atol=1e-6)
+    # the differentiable face: a masked reset redraws only the reset worlds' goals
+    diff = make_diff("diffsuite/GoalWalker-v0", num_envs=3, max_steps=6, substeps=4)
+    diff.reset(seed=1)
+    before = diff.task.goal.clone()
+    obs, _ = diff.reset(mask=torch.tensor([True, False, True]))
+    after = diff.task.goal
+    assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0])
+    assert torch.allclose(obs[:, -1], after[:, 0].to(obs.dtype))
     # a centre moving at the goal velocity earns more than one moving at any other
     task.goal = torch.tensor([[0.05]], dtype=torch.float64)
     x0 = torch.rand(1, task.N, 2, dtype=torch.float64)

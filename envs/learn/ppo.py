@@ -180,5 +180,5 @@ class PPOTrainer:
         m._last_obs, m._last_episode_starts = s["last_obs"].copy(), s["last_episode_starts"].copy()
         self.venv.set_state(s["env"])
         if s["norm"] is not None:
-            self.norm.obs_rms, self.norm.ret_rms = copy.deepcopy(s["norm"]["obs_rms"]), copy.deepcopy(s["norm"]["ret_rms"])
-            self.norm.returns = s["norm"]["returns"].copy()
+            n = copy.deepcopy(s["norm"])
+            self.norm.obs_rms, self.norm.ret_rms, self.norm.returns = n["obs_rms"], n["ret_rms"], n["returns"]

@@ -199,8 +199,11 @@ def _policy_payload(method, trainer, c):
 
 def load_policy(blob, env):
     """act(obs) -> action (torch) from a policy.pt payload, for env's spaces and float type."""
-    if blob["kind"] == "actor":
-        policy = Actor(blob["obs_dim"], blob["action_dim"], blob["hidden"], blob["obs_norm"])
+    if blob["kind"] in ("actor", "sine_mlp"):  # sine_mlp: a bare trajopt.SinePolicy (imitate.py saves those)
+        if blob["kind"] == "actor":
+            policy = Actor(blob["obs_dim"], blob["action_dim"], blob["hidden"], blob["obs_norm"])
+        else:
+            policy = trajopt.SinePolicy(blob["obs_dim"], blob["action_dim"], blob["hidden"])
         policy.load_state_dict(blob["state_dict"])
         return policy.to(env.dtype)
     if blob["kind"] == "sb3_ppo":
@@ -215,21 +218,23 @@ def load_policy(blob, env):
         normalize = st and (lambda o: np.clip((o - st["mean"].numpy()) / np.sqrt(st["var"].numpy() + st["epsilon"]),
                                               -st["clip"], st["clip"]).astype(np.float32))
         return ppo.deterministic_actor(policy, normalize)
-    raise ValueError(f"policy file kind {blob['kind']!r} is not one of ['actor', 'sb3_ppo']")
+    raise ValueError(f"policy file kind {blob['kind']!r} is not one of ['actor', 'sine_mlp', 'sb3_ppo']")
 
 
-def replay(path, out=None, seed=0):
+def replay(path, out=None, seed=None):
     """Render one world following a saved policy (train.run's policy.pt) or saved open-loop
-    actions (a dict with env, optional env_config, and actions or best_actions (1, steps, A))
-    to a GIF or MP4 (by out's suffix; default: beside path, .gif). Returns the written path."""
+    actions (a dict with env, optional env_config and seed, and actions (1, steps, A), as
+    trajopt's best_actions.pt) to a GIF or MP4 (by out's suffix; default: beside path, .gif),
+    the world reset with seed (default: the file's, else 0). Returns the written path."""
     blob = torch.load(path, weights_only=True)
+    seed = blob.get("seed", 0) if seed is None else seed
     if blob.get("env") not in TASKS:
         raise ValueError(f"{path}: key 'env' must name a registered environment, got {blob.get('env')!r}")
     out = out or os.path.splitext(path)[0] + ".gif"
     if not out.endswith((".gif", ".mp4")):
         raise ValueError(f"out must end in .gif or .mp4, got {out!r}")
     task = TASKS[blob["env"]](**blob.get("env_config", {}))
-    actions = blob.get("actions", blob.get("best_actions"))
+    actions = blob.get("actions")
     if actions is not None:
         frames = trajopt.replay_frames(task, torch.as_tensor(actions), seed)
     else:
