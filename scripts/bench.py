@@ -527,7 +527,7 @@ def faces_table(f):
     b, t = f["before"], f["targets"]
     return [
         "",
-        "4a. Environment faces of MassSpringWalker-v0 (f32, warm; lean steps: no tape, the state resident)",
+        "3b. Environment faces of MassSpringWalker-v0 (f32, warm; lean steps: no tape, the state resident)",
         f"  {'face':<44} {'now':>12} {'before':>10} {'target':>10}",
         f"  {'gymnasium.make, env steps/s':<44} {f['gym_steps_per_s']:>12,.0f} {b['gym_steps_per_s']:>10,.0f} "
         f"{t['gym_steps_per_s']:>10,.0f}",

@@ -123,6 +123,16 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
     return outputs, final, tape
 
 
+def reverse(units):
+    """Reverse a segment's stages, last unit first; a unit's scratch stages are recomputed first."""
+    for unit in reversed(units):
+        for st in unit:
+            if st.recompute:
+                st.forward()
+        for st in reversed(unit):
+            st.backward()
+
+
 def count(sim, n):
     """Add n simulated substeps (per world) to the simulator's running total, `substeps_run`:
     what budgets count, replays of the backward pass included (scratch recomputes are not substeps)."""
@@ -181,12 +191,7 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
                     st.forward()
             count(sim, n)
         sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
-        for unit in reversed(units):
-            for st in unit:
-                if st.recompute:
-                    st.forward()
-            for st in reversed(unit):
-                st.backward()
+        reverse(units)
         carry = [g.astype(np.float64) for g in sim.frame_grad(0)]
         seg_u = sim.control_grad(n)
         if clip is not None:

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import taichi as ti
 
+from . import adjoint
+
 
 SERIAL_WIDTH = 1024  # B x state numbers up to which kernels run their loops on the calling thread
 
@@ -307,12 +309,7 @@ class FramedState:
         for unit in units:
             for st in unit:
                 st.forward()
-        for unit in reversed(units):
-            for st in unit:
-                if st.recompute:
-                    st.forward()
-            for st in reversed(unit):
-                st.backward()
+        adjoint.reverse(units)
         width = self._width + steps * self.A + self._pwidth
         out = packed.new_zeros((self.B, width)) if torch_in else np.zeros((self.B, width), self.np_dtype)
         self._grads_out(n, hold, out)

@@ -25,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 from ...render.io import write_gif
-from .. import TASKS, config
+from .. import config
 from ..diff_env import DiffEnv
 from . import plots
-from .trajopt import SinePolicy
+from .trajopt import SinePolicy, setup
 
 DISTANCES = ("points", "chamfer")
 
@@ -212,12 +212,7 @@ def experiment(cfg_path, out=None, iterations=None, progress=True):
     it, write loss.png (loss and relative errors per iteration), imitation.gif (demo left,
     imitation right), policy.pt (kind "sine_mlp": trajopt.SinePolicy's sizes and weights, and
     the env) and summary.json under the output folder. Returns the summary."""
-    cfg = config.merge({**DEFAULTS, "env_config": {}}, config.read_yaml(cfg_path))  # the env checks its own keys
-    if cfg["env"] not in TASKS:
-        raise ValueError(f"config key 'env': unknown environment {cfg['env']!r}; known: {sorted(TASKS)}")
-    task = TASKS[cfg["env"]](**cfg["env_config"])
-    out = out or cfg["out"]
-    os.makedirs(out, exist_ok=True)
+    cfg, task, out = setup(DEFAULTS, cfg_path, out)
     t0 = time.perf_counter()
     acts = demo_actions(task, cfg["demo"])
     demo = record_demo(task, acts, cfg["seed"])

@@ -241,17 +241,24 @@ def adam_budget(task, iterations):
     return iterations * gradient_substeps(task.substeps * task.max_steps, K)
 
 
-def experiment(cfg_path, methods=None, out=None, iterations=None, progress=True):
-    """Run a trajopt config (configs/trajopt_*.yaml): each method, then curves.png, best.gif
-    (the best rollout), best_actions.pt (for scripts/replay.py) and summary.json under the
-    output folder. CEM and hybrid get the substeps the adam run simulated (measured when adam
-    runs here, else from gradient_substeps). Returns the summary."""
-    cfg = config.merge({**DEFAULTS, "env_config": {}}, config.read_yaml(cfg_path))  # the env checks its own keys
+def setup(defaults, cfg_path, out=None):
+    """An experiment's config (defaults, then the file; the env checks its own keys), its
+    task, and its output folder (made). Returns (cfg, task, out)."""
+    cfg = config.merge({**defaults, "env_config": {}}, config.read_yaml(cfg_path))
     if cfg["env"] not in TASKS:
         raise ValueError(f"config key 'env': unknown environment {cfg['env']!r}; known: {sorted(TASKS)}")
     task = TASKS[cfg["env"]](**cfg["env_config"])
     out = out or cfg["out"]
     os.makedirs(out, exist_ok=True)
+    return cfg, task, out
+
+
+def experiment(cfg_path, methods=None, out=None, iterations=None, progress=True):
+    """Run a trajopt config (configs/trajopt_*.yaml): each method, then curves.png, best.gif
+    (the best rollout), best_actions.pt (for scripts/replay.py) and summary.json under the
+    output folder. CEM and hybrid get the substeps the adam run simulated (measured when adam
+    runs here, else from gradient_substeps). Returns the summary."""
+    cfg, task, out = setup(DEFAULTS, cfg_path, out)
     methods = list(methods or cfg["methods"])
     unknown = sorted(set(methods) - set(GRADIENT + BUDGETED))
     if unknown:
