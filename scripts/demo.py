@@ -1,4 +1,4 @@
-"""The README's demo: teach the default mass-spring walker to walk, in about a minute on a CPU.
+"""The README's demo: teach the default mass-spring walker to walk, in seconds on a CPU.
 
 Runs the trajopt experiment (diffsuite.envs.learn.trajopt, as scripts/trajopt.py does) on
 configs/trajopt_walker.yaml: open-loop Adam, a closed-loop policy trained through the
