@@ -107,9 +107,7 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
         state = sim.save(0)
         tape.put(_finite(state, name, t0) if i else state)  # the initial state was checked above
         sim.set_controls(controls[:, (t0 + np.arange(n)) // hold])
-        for unit in sim.units(n):
-            for st in unit:
-                st.forward()
+        run(sim.units(n))
         count(sim, n)
         local = _frames_with_outputs(t0, n, every)
         if local:
@@ -121,6 +119,13 @@ def forward(sim, init_state, controls, params=None, every=1, store="memory", hol
     sim._resident = (tape, sim.writes)  # the last segment's frames, valid while nothing writes the fields
     outputs = [np.concatenate(o, axis=1) if o else None for o in outs]
     return outputs, final, tape
+
+
+def run(units):
+    """Run a segment's stages forward, in order."""
+    for unit in units:
+        for st in unit:
+            st.forward()
 
 
 def reverse(units):
@@ -186,9 +191,7 @@ def backward(sim, tape, grad_outputs=None, grad_final=None, name=None, clip=None
         if not (reuse and i == len(segs) - 1):  # replay the segment from its checkpoint
             sim.load(0, tape.get(i))
             sim.set_controls(tape.controls[:, idx])
-            for unit in units:
-                for st in unit:
-                    st.forward()
+            run(units)
             count(sim, n)
         sim.seed_grads(*_seed(carry, grad_outputs, t0, n, every))
         reverse(units)

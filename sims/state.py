@@ -20,9 +20,13 @@ from . import adjoint
 SERIAL_WIDTH = 1024  # B x state numbers up to which kernels run their loops on the calling thread
 
 
-def _torch_dtype(np_dtype):
+def _torch():
     import torch  # only the torch faces pass tensors; sims itself does not need torch
-    return torch.float64 if np_dtype == np.float64 else torch.float32
+    return torch
+
+
+def _torch_dtype(np_dtype):
+    return _torch().float64 if np_dtype == np.float64 else _torch().float32
 
 
 def _make_field(shape, dtype):
@@ -244,9 +248,7 @@ class FramedState:
 
     def _lean_segment(self, u, t0, n, hold, out):
         self._upload(u, t0, n, hold)
-        for unit in self.units(n):
-            for st in unit:
-                st.forward()
+        adjoint.run(self.units(n))
         self._emit(n, out)
 
     def flat_buffer(self, like=None):
@@ -301,14 +303,12 @@ class FramedState:
         # one packed buffer each way: every ndarray argument costs ~20 us of Python in Taichi
         parts = (self._ctrl(state), self._ctrl(seed), u.reshape(self.B, -1))
         torch_in = hasattr(parts[0], "new_zeros")
-        packed = __import__("torch").cat(parts, 1) if torch_in else np.concatenate(parts, 1)
+        packed = _torch().cat(parts, 1) if torch_in else np.concatenate(parts, 1)
         self.writes += 1
         self._restore(packed, n, hold)
         self.substeps_run += n
         units = self.units(n)
-        for unit in units:
-            for st in unit:
-                st.forward()
+        adjoint.run(units)
         adjoint.reverse(units)
         width = self._width + steps * self.A + self._pwidth
         out = packed.new_zeros((self.B, width)) if torch_in else np.zeros((self.B, width), self.np_dtype)

@@ -80,30 +80,34 @@ class _Step(torch.autograd.Function):
         ctx.sim, ctx.substeps, ctx.clip = sim, substeps, clip
         ctx.save_for_backward(*flat)  # torch refuses the backward if any of them changes in place
         _set_params(sim, params)
-        if not hasattr(sim, "advance"):  # a coupled unit: the engine's forward
-            _, final, _ = adjoint.forward(sim, [_np(s) for s in state], _np(action)[:, None], every=substeps,
-                                          hold=substeps)
-            return tuple(torch.as_tensor(np.asarray(f), dtype=action.dtype, device=action.device) for f in final)
-        return _lean(sim, state, action[:, None].to("cpu"), substeps, action.device)
+        if _fused(sim, substeps):  # no tape: the backward replays the step from the saved state
+            return _lean(sim, state, action[:, None].to("cpu"), substeps, action.device)
+        _, final, ctx.tape = adjoint.forward(sim, [_np(s) for s in state], _np(action)[:, None], every=substeps,
+                                             hold=substeps)
+        return tuple(torch.as_tensor(np.asarray(f), dtype=action.dtype, device=action.device) for f in final)
 
     @staticmethod
     def backward(ctx, *grads):
         sim, substeps, clip = ctx.sim, ctx.substeps, ctx.clip
         flat = ctx.saved_tensors
         state, action, params = _split(sim, flat)
-        _set_params(sim, params)
         ref = next(g for g in grads if g is not None)
-        if hasattr(sim, "segment_grad") and substeps <= sim.K:
+        if _fused(sim, substeps):
+            _set_params(sim, params)
             g_state, g_u, g_p = _segment_grad(sim, state, action, substeps, grads, clip)
         else:
-            _, _, tape = adjoint.forward(sim, [_np(s) for s in state], _np(action)[:, None], every=substeps,
-                                         hold=substeps)
-            g_state, g_u, g_p = adjoint.backward(sim, tape, None, [None if g is None else _np(g) for g in grads],
+            g_state, g_u, g_p = adjoint.backward(sim, ctx.tape, None, [None if g is None else _np(g) for g in grads],
                                                  clip=clip)
             g_u = g_u[:, 0]
         like = lambda a, shape: _sum_to(torch.as_tensor(a, dtype=ref.dtype).to(ref.device), shape)
         return (None, None, None, *[like(g, s.shape) for g, s in zip(g_state, state)], like(g_u, action.shape),
                 *[like(g_p[k], p.shape) for k, p in zip(sim.param_names, params)])
+
+
+def _fused(sim, substeps):
+    """Whether a step runs lean forward and reverses through the simulator's fused one-segment
+    path (a framed-state simulator and a step within one segment); else the engine's tape."""
+    return hasattr(sim, "segment_grad") and substeps <= sim.K
 
 
 def _lean(sim, state, u, hold, device):
@@ -129,10 +133,9 @@ def _segment_grad(sim, state, action, substeps, grads, clip):
                       for s, g in zip(state, grads)], 1)
     flat0 = torch.cat([s.detach().to("cpu").reshape(sim.B, -1) for s in state], 1)
     g_state, g_u, g_p = sim.segment_grad(flat0, action.detach().to("cpu")[:, None], substeps, seed)
-    if clip is not None:
-        g_state = torch.nan_to_num(g_state, nan=0.0, posinf=0.0, neginf=0.0)
-        g_state = g_state * torch.clamp(clip / g_state.norm(dim=1, keepdim=True).clamp_min(1e-300), max=1.0)
-        g_u, g_p = (torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in (g_u, g_p))
+    if clip is not None:  # the engine's rule: per world at this (the only) checkpoint
+        g_state = torch.from_numpy(adjoint._clip([g_state.numpy()], clip)[0])
+        g_u, g_p = (torch.from_numpy(adjoint._zero_nonfinite(g.numpy())) for g in (g_u, g_p))
     elif not torch.isfinite(g_state.sum() + g_u.sum() + g_p.sum()):  # one reduction: a NaN/Inf shows in the sum
         raise FloatingPointError(f"non-finite gradient in {type(sim).__name__} reverse of substeps 0..{substeps}")
     return sim.split(g_state), g_u[:, 0], sim.param_dict(g_p)
